@@ -1,0 +1,69 @@
+"""The ``stylerig-au`` command line: a thin click group.
+
+Each command lives in ``stylerig_au/commands/<name>.py`` and is only imported when it runs, so
+``stylerig-au --help`` stays fast and never imports torch. Commands raise
+:class:`~stylerig_au.errors.StylerigError` for user mistakes; :func:`main` turns that into a
+one-line ``error: ...`` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from stylerig_au import __version__
+from stylerig_au.errors import StylerigError
+
+# command name -> (module under stylerig_au.commands, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "doctor": ("doctor", "doctor", "Report versions, GPU, compilers, op implementations and assets."),
+    "pretrained": ("pretrained", "pretrained", "List, fetch and verify the pretrained assets."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"stylerig_au.commands.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stylerig-au")
+def cli() -> None:
+    """Edit facial Action Units (FACS AUs) of real face photos with a StyleGAN."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line to stderr and exit with status 1."""
+    try:
+        cli.main(args=argv, prog_name="stylerig-au", standalone_mode=False)
+    except StylerigError as err:
+        click.echo(f"error: {err}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
