@@ -69,5 +69,8 @@ class Generator(Protocol):
         ...
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
-        """Render W+ latents [N, num_ws, w_dim] to images [N, 3, resolution, resolution] in [-1, 1], RGB."""
+        """Render W+ latents [N, num_ws, w_dim] to RGB images [N, 3, resolution, resolution].
+
+        Values are nominally in [-1, 1] but not clamped (so gradients always flow); clamp before display.
+        """
         ...

@@ -1,0 +1,136 @@
+"""``stylerig-au generate``: sample faces from a generator for a list of seeds, plus a grid."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import click
+
+from stylerig_au.errors import StylerigError
+
+MAX_SEED = 2**32 - 1
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``'0-7'``, ``'1,5,9'`` or ``'0-3,10'`` -> the seeds in the order given (repeats dropped)."""
+    seeds: list[int] = []
+    seen: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise StylerigError(f"bad seed list {text!r}: expected numbers and ranges like '0-7' or '1,5,9'")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise StylerigError(f"bad seed range {part!r}: the end is below the start")
+        if hi > MAX_SEED:
+            raise StylerigError(f"seed {hi} is too large; seeds must be in 0..{MAX_SEED}")
+        if hi - lo >= 100000:
+            raise StylerigError(f"seed range {part!r} asks for {hi - lo + 1} images; use at most 100000 per range")
+        for s in range(lo, hi + 1):
+            if s not in seen:
+                seen.add(s)
+                seeds.append(s)
+    return seeds
+
+
+def seed_to_z(seed: int, z_dim: int):
+    """The latent z [1, z_dim] for ``seed`` (numpy RandomState normal, as NVIDIA's generate.py)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float()
+
+
+def to_uint8(images):
+    """Images [N, 3, H, W] in [-1, 1] -> uint8 numpy [N, H, W, 3] (clipped)."""
+    import torch
+
+    return (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_grid(images, columns: int | None = None):
+    """uint8 [N, H, W, 3] -> one uint8 [rows*H, cols*W, 3] image (row-major, black padding)."""
+    import numpy as np
+
+    n, h, w, c = images.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    return grid
+
+
+def save_png(array, path: Path) -> None:
+    """Write a uint8 [H, W, 3] array as PNG via a temporary name, then rename (no half-written files)."""
+    from PIL import Image
+
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command()
+@click.option("--seeds", default="0-7", show_default=True, help="Seeds to render: ranges and lists, e.g. '0-7' or '1,5,9'.")
+@click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi (1 = none, 0 = the average face).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder for seed####.png and grid.png (created if missing).")
+@click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
+              help="Generator name, or a checkpoint path: NVIDIA .pkl, rosinality .pt or a stylerig_au .pt.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to run; auto picks CUDA when available.")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
+              help="StyleGAN2 noise inputs: fixed buffers, fresh random, or off (MobileStyleGAN has baked-in noise).")
+@click.option("--batch", type=click.IntRange(1, 256), default=4, show_default=True, help="Images per forward pass.")
+@click.option("--grid/--no-grid", default=True, show_default=True, help="Also write grid.png with all images.")
+def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device: str, noise_mode: str, batch: int,
+             grid: bool) -> None:
+    """Render one image per seed with a generator, and a grid of them all."""
+    import torch
+    from tqdm import tqdm
+
+    from stylerig_au.models import load_generator
+
+    seed_list = parse_seeds(seeds)
+    if not math.isfinite(psi):
+        raise StylerigError(f"--psi must be a finite number (usually 0.5-1), got {psi}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StylerigError(f"--out {out_dir} exists and is not a folder")
+    G = load_generator(generator_spec, device=device)
+    synth_kwargs = {}
+    synthesis = G.synthesis.forward if isinstance(G.synthesis, torch.nn.Module) else G.synthesis
+    if "noise_mode" in inspect.signature(synthesis).parameters:
+        synth_kwargs["noise_mode"] = noise_mode
+    elif noise_mode != "const":
+        click.echo(f"note: {G.name} has fixed noise; --noise-mode {noise_mode} is ignored", err=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = []
+    with torch.no_grad(), tqdm(total=len(seed_list), desc="generate", unit="img") as bar:
+        for start in range(0, len(seed_list), batch):
+            chunk = seed_list[start:start + batch]
+            z = torch.cat([seed_to_z(s, G.z_dim) for s in chunk]).to(device)
+            w = G.mapping(z, psi=psi)
+            img = to_uint8(G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), **synth_kwargs))
+            for s, array in zip(chunk, img):
+                save_png(array, out_dir / f"seed{s:04d}.png")
+            images.append(img)
+            bar.update(len(chunk))
+    if grid:
+        import numpy as np
+
+        save_png(make_grid(np.concatenate(images)), out_dir / "grid.png")
+    click.echo(f"wrote {len(seed_list)} image(s){' and grid.png' if grid else ''} to {out_dir} ({G.name}, psi={psi})")
