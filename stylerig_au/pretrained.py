@@ -585,9 +585,9 @@ def _sidecar_path(file: Path) -> Path:
 
 
 def _atomic_write_text(file: Path, text: str) -> None:
-    partial = file.with_name(file.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, file)
+    from stylerig_au.fileio import atomic_write_text
+
+    atomic_write_text(file, text)
 
 
 def _reason(err: BaseException) -> str:

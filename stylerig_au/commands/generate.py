@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import click
@@ -72,14 +70,10 @@ def save_png(array, path: Path) -> None:
     """Write a uint8 [H, W, 3] array as PNG via a temporary name, then rename (no half-written files)."""
     from PIL import Image
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
+    from stylerig_au.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @click.command()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -384,15 +382,10 @@ def save_rosinality(G: StyleGAN2, path: str | Path, *, with_latent_avg: bool = T
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from stylerig_au.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_pt(path: str | Path, *, device: str | torch.device = "cpu", impl: str = "auto") -> StyleGAN2:

@@ -19,7 +19,6 @@ No OpenVINO is needed to convert or to run the result.
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stylerig_au.errors import AssetError
+from stylerig_au.fileio import atomic_path
 
 FORMAT = "stylerig_au-mobilestylegan-v1"
 MEMBER_PREFIX = "random_face/data/"
@@ -445,17 +445,8 @@ def convert(members: dict[str, Path], out: Path, w_avg_samples: int = W_AVG_SAMP
         "state_dict": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
         "meta": meta,
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
