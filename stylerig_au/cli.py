@@ -18,8 +18,14 @@ from stylerig_au.errors import StylerigError
 
 # command name -> (module under stylerig_au.commands, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("demo", "demo", "Align, invert and paste back a real photo; measure it and write a grid."),
     "doctor": ("doctor", "doctor", "Report versions, GPU, compilers, op implementations and assets."),
+    "align": ("align", "align", "FFHQ-align the faces of photos (and keep the transform for paste-back)."),
+    "detect": ("detect", "detect", "Estimate the intensities of 17 facial Action Units in photos."),
+    "invert": ("invert", "invert", "Invert photos into the generator's W+ space (latent files + reconstructions)."),
+    "metrics": ("metrics", "metrics", "MSE, PSNR, SSIM, LPIPS and identity distance between images."),
     "pretrained": ("pretrained", "pretrained", "List, fetch and verify the pretrained assets."),
+    "generate": ("generate", "generate", "Render faces for a list of seeds with a generator, plus a grid."),
 }
 
 
