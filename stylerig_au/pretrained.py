@@ -213,6 +213,68 @@ ASSETS: dict[str, Asset] = {
 }
 
 
+# ----------------------------------------------------------------------------- our own artefacts
+
+
+@dataclass(frozen=True)
+class OwnAsset:
+    """A file trained by this project, committed under ``pretrained/`` with a model card.
+
+    A checkout reads it from ``pretrained/``; an installed package from the copy under
+    ``<prefix>/share/stylerig_au/pretrained`` (setup.cfg data_files). Nothing is fetched.
+    """
+
+    name: str
+    description: str
+    filename: str
+    card: str
+    made_by: str  # the command that re-creates it
+    license: str = "Apache-2.0 (stylerig_au); trained with OpenFace 2.2 labels (academic, non-commercial licence)"
+
+
+OWN_ASSETS: dict[str, OwnAsset] = {
+    a.name: a
+    for a in (
+        OwnAsset(
+            name="au-directions-mobilestylegan-ffhq-1024",
+            description="Linear AU directions in W for the default generator (17 OpenFace AUs, slot masks, scales)",
+            filename="au-directions-mobilestylegan-ffhq-1024.pt",
+            card="au-directions-mobilestylegan-ffhq-1024.md",
+            made_by="stylerig-au learn-directions",
+        ),
+    )
+}
+
+
+def own_dirs() -> list[Path]:
+    """Where our own artefacts are looked for: the search path, ``pretrained/`` of a checkout, the installed copy."""
+    import sys
+
+    checkout = Path(__file__).resolve().parent.parent / "pretrained"
+    return [*search_dirs(), checkout, Path(sys.prefix) / "share" / "stylerig_au" / "pretrained"]
+
+
+def own_path(name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """The file of one of our own artefacts (see :data:`OWN_ASSETS`).
+
+    Raises:
+        AssetError: unknown name, a missing explicit file, or the artefact is nowhere to be found.
+    """
+    if name not in OWN_ASSETS:
+        raise AssetError(f"unknown artefact '{name}'; known: {', '.join(sorted(OWN_ASSETS))}")
+    asset = OWN_ASSETS[name]
+    if explicit is not None:
+        file = Path(explicit).expanduser()
+        if not file.is_file():
+            raise AssetError(f"{name}: file '{file}' does not exist; pass an existing file or omit it for the bundled one")
+        return file
+    for directory in own_dirs():
+        if (directory / asset.filename).is_file():
+            return directory / asset.filename
+    raise AssetError(f"{name}: {asset.filename} not found in {', '.join(map(str, own_dirs()))}; "
+                     f"re-create it with '{asset.made_by}' or reinstall stylerig_au")
+
+
 # ----------------------------------------------------------------------------- locations
 
 

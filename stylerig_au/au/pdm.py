@@ -145,3 +145,12 @@ def geometry_features(local: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """
     offsets = torch.einsum("nck,bk->bcn", basis.to(local), local).flatten(1)
     return torch.cat([offsets, local], dim=1)
+
+
+def rotation_to_euler(rotation: torch.Tensor) -> torch.Tensor:
+    """Head pose (pitch, yaw, roll) in radians, [B, 3], of PDM rotations [B, 3, 3] (R = Rx·Ry·Rz, as OpenFace)."""
+    r = rotation.to(torch.float64)
+    pitch = torch.atan2(-r[:, 1, 2], r[:, 2, 2])
+    yaw = torch.asin(r[:, 0, 2].clamp(-1.0, 1.0))
+    roll = torch.atan2(-r[:, 0, 1], r[:, 0, 0])
+    return torch.stack([pitch, yaw, roll], dim=1)

@@ -37,14 +37,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def seed_to_z(seed: int, z_dim: int):
-    """The latent z [1, z_dim] for ``seed`` (numpy RandomState normal, as NVIDIA's generate.py)."""
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float()
-
-
 def to_uint8(images):
     """Images [N, 3, H, W] in [-1, 1] -> uint8 numpy [N, H, W, 3] (clipped)."""
     import torch
@@ -95,7 +87,7 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
     import torch
     from tqdm import tqdm
 
-    from stylerig_au.models import load_generator
+    from stylerig_au.models import load_generator, seed_to_z
 
     seed_list = parse_seeds(seeds)
     if not math.isfinite(psi):

@@ -24,6 +24,13 @@ def list_assets() -> None:
         status = f"{where}: {found}" if found else where
         flag = "  [non-commercial: needs --accept-license]" if asset.noncommercial else ""
         click.echo(f"\n{name}{flag}\n  {asset.description}\n  licence: {asset.license}\n  source:  {asset.source.describe()}\n  status:  {status}")
+    click.echo("\nTrained by this project (committed under pretrained/, with a model card):")
+    for name, own in registry.OWN_ASSETS.items():
+        try:
+            status = str(registry.own_path(name))
+        except AssetError:
+            status = f"missing (re-create with '{own.made_by}')"
+        click.echo(f"\n{name}\n  {own.description}\n  licence: {own.license}\n  card:    pretrained/{own.card}\n  status:  {status}")
 
 
 @pretrained.command("fetch")

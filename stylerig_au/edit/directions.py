@@ -289,3 +289,19 @@ def conditional(directions: LinearDirections, keep: Iterable[int | str | torch.T
                             masks={a: directions.mask(a) for a in directions.aus}, scales=new_scales,
                             method=f"conditional({directions.method}; keep {kept or 'nothing'})",
                             meta={**directions.meta, "conditioned_from_created": directions.created})
+
+
+def load_default_directions(G, path: str | os.PathLike | None = None) -> LinearDirections:
+    """The learned AU directions for generator ``G``: ``path`` if given, else the ones bundled for it.
+
+    Raises:
+        StylerigError: no directions are bundled for this generator (learn them with
+            ``stylerig-au learn-directions``), or the file belongs to another generator.
+    """
+    from stylerig_au import pretrained
+
+    name = f"au-directions-{G.name}"
+    if path is None and name not in pretrained.OWN_ASSETS:
+        raise StylerigError(f"no AU directions are bundled for generator {G.name!r}; learn them with "
+                            "`stylerig-au learn-directions --generator ...` and pass the file with --directions")
+    return LinearDirections.load(pretrained.own_path(name, explicit=path) if path is None else path, G)

@@ -10,8 +10,16 @@ from stylerig_au.models.protocol import Generator, StyleSlot, group_for_resoluti
 DEFAULT_GENERATOR = "mobilestylegan-ffhq-1024"
 BUILTIN_GENERATORS = ("mobilestylegan-ffhq-1024",)
 
-__all__ = ["BUILTIN_GENERATORS", "DEFAULT_GENERATOR", "Generator", "StyleSlot", "group_for_resolution",
+__all__ = ["seed_to_z", "BUILTIN_GENERATORS", "DEFAULT_GENERATOR", "Generator", "StyleSlot", "group_for_resolution",
            "load_generator"]
+
+
+def seed_to_z(seed: int, z_dim: int):
+    """The latent z float32 [1, z_dim] for ``seed`` (numpy RandomState normal, as NVIDIA's generate.py)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float()
 
 
 def load_generator(spec: str | Path = DEFAULT_GENERATOR, device: str = "cpu", impl: str = "auto") -> Generator:

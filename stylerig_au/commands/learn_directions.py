@@ -1,0 +1,68 @@
+"""``stylerig-au learn-directions``: AU-labelled samples -> linear AU directions file + model card + preview grid.
+
+Resumable at every stage: the sample dataset is built chunk by chunk, and the per-AU edit
+measurements are cached in ``<data>/learn_cache.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stylerig_au.errors import StylerigError
+
+PROBE_SEED_START = 1_000_000  # probe latents come from seeds no training sample uses
+
+
+def default_data_dir(generator: str) -> Path:
+    """Where the sample dataset of a generator lives by default: ``<asset cache>/datasets/au-samples-<generator>``."""
+    from stylerig_au import pretrained
+
+    return pretrained.cache_dir().parent / "datasets" / f"au-samples-{Path(generator).stem}"
+
+
+@click.command("learn-directions")
+@click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Sample dataset folder (built or extended here; resumable). Default: <asset cache>/../datasets/au-samples-<generator>.")
+@click.option("--samples", "num_samples", default=2016, show_default=True, type=click.IntRange(50), help="Labelled generator samples to learn from.")
+@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation of the sampled w.")
+@click.option("--probes", default=6, show_default=True, type=click.IntRange(1), help="Held-out latents each test edit is measured on.")
+@click.option("--condition-aus/--no-condition-aus", default=True, show_default=True,
+              help="Keep the other AUs' read-outs fixed (conditional directions); pose is always kept.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
+def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, psi: float, probes: int,
+                     condition_aus: bool, out_file: Path, device: str, accept_license: bool) -> None:
+    """Learn one linear W direction per AU from generator samples labelled by the OpenFace estimator."""
+    import torch
+
+    from stylerig_au.au.detect import make_detector
+    from stylerig_au.edit.card import write_card, write_preview
+    from stylerig_au.edit.learn import learn_directions as learn
+    from stylerig_au.edit.learn import openface_measure
+    from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.samples import build_samples, load_samples
+
+    if out_file.suffix != ".pt":
+        raise StylerigError(f"--out {out_file}: the directions file must end in .pt")
+    G = load_generator(generator_spec, device=device)
+    detector = make_detector("openface", accept_license=accept_license).to(device)
+    data_dir = data_dir or default_data_dir(G.name)
+    click.echo(f"samples: {data_dir}")
+    build_samples(G, data_dir, num_samples, detector=detector, psi=psi, device=device, log=click.echo)
+    samples = load_samples(data_dir, limit=num_samples)
+    with torch.no_grad():
+        z = torch.cat([seed_to_z(PROBE_SEED_START + i, G.z_dim) for i in range(probes)]).to(device)
+        probe_ws = G.mapping(z, psi=psi)[:, None].repeat(1, G.num_ws, 1)
+    directions, results = learn(G, samples, openface_measure(G, detector), probe_ws=probe_ws, keep_aus=condition_aus,
+                                cache=data_dir / "learn_cache.json", log=click.echo)
+    directions.meta["command"] = (f"stylerig-au learn-directions --generator {generator_spec} --samples {num_samples} "
+                                  f"--psi {psi} --probes {probes}{'' if condition_aus else ' --no-condition-aus'} --out {out_file.name}")
+    directions.save(out_file)
+    preview = write_preview(G, directions, out_file.with_name(out_file.stem + "_preview.png"), probe_ws[:1])
+    card = write_card(directions, results, out_file.with_suffix(".md"), preview)
+    click.echo(f"wrote {out_file}, {card} and {preview}")

@@ -1,0 +1,266 @@
+"""Learning linear AU directions from AU-labelled generator samples (behind ``stylerig-au learn-directions``).
+
+Three steps, each a plain function:
+
+1. :func:`regress`: one ridge regression per AU (and per head-pose angle) of the OpenFace label on w,
+   with the ridge strength chosen by cross-validation; the cross-validated R² says how well each AU
+   can be read out of W (an AU with R² near 0 is one this generator does not vary linearly).
+2. :func:`conditional_directions`: for each AU the *minimum-norm* move in W that changes that AU's
+   linear read-out by one unit while keeping every other AU's and the head pose's read-outs fixed,
+   i.e. column k of the pseudo-inverse of the stacked read-out rows. Its direction is the AU's
+   direction orthogonalised against the others (as :func:`stylerig_au.edit.directions.conditional`),
+   its length the W distance per AU unit (the scale).
+3. :func:`learn_directions`: render test edits restricted to groups of W+ slots (:func:`slot_groups`),
+   measure them with the AU estimator, keep the slot groups that carry the AU (so an edit leaves
+   the rest of the face alone), and rescale so that a +2 edit measures about +2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from stylerig_au.edit.directions import LinearDirections
+from stylerig_au.errors import StylerigError
+from stylerig_au.samples import Samples, label_images
+
+POSE_NAMES = ("pitch", "yaw", "roll")
+STEP = 2.0  # AU units of the measured test edits
+MIN_R2 = 0.05  # below this an AU is "not linearly expressed" (kept, flagged in the file's meta)
+MAX_STEP_SIGMAS = 3.0  # a test edit never moves w further than this many sample stds along the direction
+COVERAGE = 0.8  # slot groups kept: the strongest ones that together give this share of the measured effect
+CALIBRATION_CLAMP = (0.5, 3.0)
+
+
+@dataclass
+class Readouts:
+    """Linear read-outs of AUs and head pose from w (float64 numpy).
+
+    Attributes:
+        aus: AU numbers, the row order of ``au_rows``.
+        au_rows: [K, w_dim] regression weights (AU units per W unit); ``au_bias``: [K].
+        pose_rows: [3, w_dim] weights of pitch, yaw, roll (radians per W unit).
+        cv_r2: [K] cross-validated R² per AU; ``pose_cv_r2``: [3].
+        alphas: [K + 3] the chosen ridge strengths; ``label_std``: [K] std of each AU's labels.
+        w_mean: [w_dim] mean of the training w.
+    """
+
+    aus: list[int]
+    au_rows: np.ndarray
+    au_bias: np.ndarray
+    pose_rows: np.ndarray
+    cv_r2: np.ndarray
+    pose_cv_r2: np.ndarray
+    alphas: np.ndarray
+    label_std: np.ndarray
+    w_mean: np.ndarray
+
+
+def regress(samples: Samples, alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4), folds: int = 5) -> Readouts:
+    """Ridge read-outs of every AU and pose angle from w (samples without a face are dropped).
+
+    Raises:
+        StylerigError: fewer than 50 labelled samples.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    data = samples.valid()
+    if len(data) < 50:
+        raise StylerigError(f"only {len(data)} labelled samples; learning directions needs at least 50 (use more --samples)")
+    x = data.w.double().numpy()
+    targets = np.concatenate([data.aus.double().numpy(), data.pose.double().numpy()], axis=1)
+    k = data.aus.shape[1]
+    rows, biases, r2, chosen = [], [], [], []
+    cv = KFold(folds, shuffle=True, random_state=0)
+    for j in range(targets.shape[1]):
+        y = targets[:, j]
+        model = RidgeCV(alphas=alphas).fit(x, y)
+        rows.append(model.coef_)
+        biases.append(model.intercept_)
+        chosen.append(model.alpha_)
+        if y.std() < 1e-6:
+            r2.append(0.0)
+            continue
+        pred = cross_val_predict(RidgeCV(alphas=alphas), x, y, cv=cv)
+        r2.append(1.0 - float(((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()))
+    rows_a = np.stack(rows)
+    return Readouts(aus=[int(a) for a in data.meta["aus"]], au_rows=rows_a[:k], au_bias=np.array(biases[:k]),
+                    pose_rows=rows_a[k:], cv_r2=np.array(r2[:k]), pose_cv_r2=np.array(r2[k:]),
+                    alphas=np.array(chosen), label_std=data.aus.double().numpy().std(0), w_mean=x.mean(0))
+
+
+def conditional_directions(readouts: Readouts, keep_pose: bool = True, keep_aus: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Unit directions [K, w_dim] and scales [K] (W units per AU unit) from the read-outs.
+
+    Column k of the pseudo-inverse of the stacked rows (this AU, the other AUs if ``keep_aus``, the
+    pose angles if ``keep_pose``) moves AU k's read-out by one unit and the others by zero, with the
+    smallest possible step in W.
+    """
+    k = len(readouts.aus)
+    dirs, scales = np.zeros_like(readouts.au_rows), np.zeros(k)
+    for i in range(k):
+        others = [readouts.au_rows[j] for j in range(k) if keep_aus and j != i]
+        others += list(readouts.pose_rows) if keep_pose else []
+        stack = np.stack([readouts.au_rows[i], *others])
+        col = np.linalg.pinv(stack)[:, 0]
+        norm = np.linalg.norm(col)
+        if not np.isfinite(norm) or norm < 1e-12:
+            raise StylerigError(f"AU{readouts.aus[i]} cannot be separated from the other read-outs")
+        dirs[i], scales[i] = col / norm, norm
+    return dirs, scales
+
+
+def slot_groups(G) -> list[tuple[str, torch.Tensor]]:
+    """Groups of used W+ slots by feature resolution: (name, bool mask [num_ws]), coarse to fine.
+
+    4–8 px, 16, 32, 64 px, and everything from 128 px up (colour and texture).
+    """
+    bins = [("4-8px", 4, 8), ("16px", 16, 16), ("32px", 32, 32), ("64px", 64, 64), ("128px+", 128, 1 << 30)]
+    groups = []
+    for name, lo, hi in bins:
+        mask = torch.tensor([s.used and lo <= s.resolution <= hi for s in G.slots])
+        if mask.any():
+            groups.append((name, mask))
+    return groups
+
+
+def measure_aus(G, ws: torch.Tensor, detector, batch_size: int = 1) -> np.ndarray:
+    """OpenFace intensities float32 [N, 17] (NaN rows where no face is found) of the renders of ws [N, num_ws, w_dim]."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ws), batch_size):
+            img = G.synthesis(ws[start:start + batch_size]).clamp(-1, 1)
+            u8 = ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            out.append(label_images(u8, detector)["aus"])
+    return np.concatenate(out)
+
+
+@dataclass
+class AUResult:
+    """What was measured for one AU while learning (JSON-friendly)."""
+
+    au: int
+    cv_r2: float
+    linear_scale: float
+    step_capped: bool
+    group_effects: dict[str, float] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+    achieved_before_calibration: float = float("nan")
+    scale: float = float("nan")
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def openface_measure(G, detector, batch_size: int = 1) -> Callable[[torch.Tensor], np.ndarray]:
+    """``ws -> AU intensities`` by rendering with G and reading with the OpenFace ``detector`` (see :func:`measure_aus`)."""
+    return lambda ws: measure_aus(G, ws, detector, batch_size)
+
+
+def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.ndarray], *, probe_ws: torch.Tensor, keep_pose: bool = True,
+                     keep_aus: bool = True, cache: str | os.PathLike | None = None, progress: bool = True,
+                     log: Callable[[str], None] | None = None) -> tuple[LinearDirections, list[AUResult]]:
+    """Learn masked, calibrated, conditional linear directions for every AU of the samples.
+
+    Args:
+        G: the generator the samples came from.
+        samples: :func:`stylerig_au.samples.load_samples` output.
+        measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] in the samples' AU order, NaN rows for
+            failures (:func:`openface_measure` renders and reads with OpenFace).
+        probe_ws: W+ latents [P, num_ws, w_dim] the test edits are measured on (not training samples).
+        cache: a JSON file of per-AU measurements; a rerun skips the AUs already in it (resume).
+    Returns:
+        (directions, per-AU results).
+    """
+    from tqdm import tqdm
+
+    if samples.meta.get("generator") != G.name:
+        raise StylerigError(f"the samples were made with {samples.meta.get('generator')!r}, not {G.name!r}")
+    readouts = regress(samples)
+    dirs, scales = conditional_directions(readouts, keep_pose=keep_pose, keep_aus=keep_aus)
+    valid_w = samples.valid().w.double().numpy()
+    groups = slot_groups(G)
+    done: dict[str, dict] = {}
+    cache_path = Path(cache) if cache is not None else None
+    if cache_path is not None and cache_path.is_file():
+        done = json.loads(cache_path.read_text())
+    key = f"{G.name}|pose={keep_pose}|aus={keep_aus}|n={len(samples.valid())}|probes={len(probe_ws)}"
+    done = done.get(key, {}) if isinstance(done.get(key), dict) else {}
+    base = measure(probe_ws) if len(done) < len(readouts.aus) else None
+    results: list[AUResult] = []
+    bar = tqdm(readouts.aus, desc="measure AU edits", unit="AU", disable=not progress)
+    for i, au in enumerate(bar):
+        if str(au) in done:
+            results.append(AUResult(**done[str(au)]))
+            continue
+        d = torch.from_numpy(dirs[i]).float()
+        sigma = float((valid_w @ dirs[i]).std())
+        step = STEP * scales[i]
+        capped = step > MAX_STEP_SIGMAS * sigma
+        step = min(step, MAX_STEP_SIGMAS * sigma)
+        res = AUResult(au=au, cv_r2=float(readouts.cv_r2[i]), linear_scale=float(scales[i]), step_capped=bool(capped))
+        col = readouts.aus.index(au)
+        for name, mask in groups:
+            moved = probe_ws + step * mask[None, :, None].float() * d[None, None, :]
+            res.group_effects[name] = _nanmean(measure(moved)[:, col] - base[:, col])
+        ranked = sorted(groups, key=lambda g: -res.group_effects[g[0]])
+        total = sum(max(0.0, e) for e in res.group_effects.values())
+        kept, acc = [], 0.0
+        for name, _ in ranked:
+            if res.group_effects[name] <= 0 or (kept and acc >= COVERAGE * total):
+                break
+            kept.append(name)
+            acc += res.group_effects[name]
+        res.groups = kept or [name for name, _ in groups]
+        mask = torch.zeros(G.num_ws, dtype=torch.bool)
+        for name, m in groups:
+            if name in res.groups:
+                mask |= m
+        moved = probe_ws + step * mask[None, :, None].float() * d[None, None, :]
+        achieved = _nanmean(measure(moved)[:, col] - base[:, col])
+        res.achieved_before_calibration = achieved
+        # W units per AU unit along the masked direction, measured; clamped against noisy measurements
+        per_unit = step / achieved if achieved > 1e-3 else scales[i] * CALIBRATION_CLAMP[1]
+        res.scale = float(np.clip(per_unit, scales[i] * CALIBRATION_CLAMP[0], scales[i] * CALIBRATION_CLAMP[1]))
+        results.append(res)
+        done[str(au)] = res.__dict__
+        if cache_path is not None:
+            from stylerig_au.fileio import atomic_write_text
+
+            atomic_write_text(cache_path, json.dumps({key: done}, indent=1))
+        if log:
+            log(f"AU{au:02d}: R2 {res.cv_r2:.2f}, groups {'+'.join(res.groups)}, +{STEP:g} edit measured "
+                f"{achieved:+.2f} before calibration, scale {res.scale:.2f} W/unit{' (step capped)' if capped else ''}")
+    masks = {}
+    for res in results:
+        m = torch.zeros(G.num_ws)
+        for name, g in groups:
+            if name in res.groups:
+                m[g] = 1.0
+        masks[res.au] = m
+    meta = {
+        "samples": len(samples.valid()), "probes": int(len(probe_ws)), "keep_pose": keep_pose, "keep_aus": keep_aus,
+        "cv_r2": {int(a): float(r) for a, r in zip(readouts.aus, readouts.cv_r2)},
+        "pose_cv_r2": dict(zip(POSE_NAMES, map(float, readouts.pose_cv_r2))),
+        "expressed": [r.au for r in results if r.cv_r2 >= MIN_R2 and math.isfinite(r.achieved_before_calibration)
+                      and r.achieved_before_calibration > 0.2],
+        "per_au": {r.au: {k: v for k, v in r.__dict__.items() if k != "au"} for r in results},
+        "samples_meta": {k: samples.meta.get(k) for k in ("psi", "seed_start", "detector")},
+    }
+    directions = LinearDirections({a: torch.from_numpy(dirs[i]).float() for i, a in enumerate(readouts.aus)},
+                                  slots=G.slots, generator=G.name, masks=masks,
+                                  scales={r.au: r.scale for r in results},
+                                  method=f"ridge read-outs, pseudo-inverse conditioning (pose={keep_pose}, other AUs={keep_aus}), "
+                                         "slot groups by measured effect, calibrated with OpenFace",
+                                  meta=meta)
+    return directions, results

@@ -1,0 +1,202 @@
+"""AU-labelled generator samples: seed -> w -> image -> dlib landmarks -> OpenFace AUs and head pose.
+
+The training data of the linear AU directions (and of the student AU detector). A dataset is a
+folder, built chunk by chunk so that an interrupted run resumes where it stopped:
+
+``meta.json``
+    ``format`` ('stylerig-au/au-samples'), ``format_version``, ``generator`` (``G.name``), ``psi``,
+    ``seed_start``, ``chunk_size``, ``image_size``, ``aus`` (the AU order of the ``aus`` column),
+    ``detector`` (what labelled them), ``pose`` ('pitch, yaw, roll (radians)').
+``chunk_00000.pt``, ``chunk_00001.pt``, … (``torch.save`` dicts, weights-only loadable)
+    ``seeds`` int64 [k] (chunk i holds seeds ``seed_start + i*chunk_size`` onwards; z = ``seed_to_z``);
+    ``w`` float32 [k, w_dim] (after truncation ``psi``; the sample's W+ is w repeated ``num_ws`` times);
+    ``aus`` float32 [k, 17] OpenFace intensities 0–5; ``pose`` float32 [k, 3] pitch, yaw, roll (rad);
+    ``landmarks`` float32 [k, 68, 2] dlib pixel indices at the generator's resolution;
+    ``face_found`` bool [k] (where False, ``aus``, ``pose`` and ``landmarks`` are NaN);
+    ``images`` uint8 [k, 3, S, S]: the image, area-downsampled to ``image_size`` S.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylerig_au.errors import StylerigError
+
+FORMAT = "stylerig-au/au-samples"
+FORMAT_VERSION = 1
+DETECT_SIDE = 512  # faces of FFHQ-aligned 1024² images are ~450 px wide: found quickly at 512 px without upsampling
+
+
+@dataclass
+class Samples:
+    """A loaded dataset (all chunks, in seed order); fields as in the module docstring."""
+
+    meta: dict
+    seeds: torch.Tensor
+    w: torch.Tensor
+    aus: torch.Tensor
+    pose: torch.Tensor
+    landmarks: torch.Tensor
+    face_found: torch.Tensor
+    images: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return int(self.seeds.numel())
+
+    def valid(self) -> "Samples":
+        """Only the samples where a face was found and labelled."""
+        keep = self.face_found
+        return Samples(self.meta, self.seeds[keep], self.w[keep], self.aus[keep], self.pose[keep],
+                       self.landmarks[keep], keep[keep], None if self.images is None else self.images[keep])
+
+
+def label_images(images: np.ndarray, detector, predictor: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Landmarks, AU intensities and head pose of the face in each of several face images.
+
+    Args:
+        images: uint8 [k, H, W, 3] RGB (e.g. generator samples).
+        detector: an :class:`~stylerig_au.au.openface.OpenFaceAU`.
+        predictor: dlib 68-landmark model path (default: the registry's).
+    Returns:
+        ``aus`` float32 [k, 17], ``pose`` float32 [k, 3], ``landmarks`` float32 [k, 68, 2], ``face_found``
+        bool [k]; NaN rows where no face was found.
+    """
+    from stylerig_au.au.landmarks import landmarks_68
+    from stylerig_au.au.pdm import rotation_to_euler
+
+    k = len(images)
+    aus = np.full((k, len(detector.aus)), np.nan, np.float32)
+    pose = np.full((k, 3), np.nan, np.float32)
+    marks = np.full((k, 68, 2), np.nan, np.float32)
+    found = np.zeros(k, bool)
+    idx, lms = [], []
+    for i, image in enumerate(images):
+        lm = landmarks_68(image, predictor, upsample=0, detect_max_side=DETECT_SIDE)
+        if lm is None:
+            lm = landmarks_68(image, predictor, upsample=1, detect_max_side=DETECT_SIDE // 2)
+        if lm is not None:
+            idx.append(i)
+            lms.append(lm)
+    if idx:
+        aus[idx] = detector.predict_photos([images[i] for i in idx], lms)
+        with torch.no_grad():
+            fit = detector.fit(torch.from_numpy(np.stack(lms)).to(detector.weights.device, torch.float64))
+        pose[idx] = rotation_to_euler(fit.rotation).cpu().numpy()
+        marks[idx] = np.stack(lms)
+        found[idx] = True
+    return {"aus": aus, "pose": pose, "landmarks": marks, "face_found": found}
+
+
+def _chunk_path(folder: Path, i: int) -> Path:
+    return folder / f"chunk_{i:05d}.pt"
+
+
+def _check_meta(folder: Path, meta: dict) -> None:
+    """Write ``meta.json``, or check that an existing one describes the same dataset."""
+    from stylerig_au.fileio import atomic_write_text
+
+    file = folder / "meta.json"
+    if file.is_file():
+        old = json.loads(file.read_text())
+        fixed = ("format", "generator", "psi", "seed_start", "chunk_size", "image_size", "aus")
+        diff = [k for k in fixed if old.get(k) != meta.get(k)]
+        if diff:
+            raise StylerigError(f"{folder} holds another dataset ({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
+                                "use another --data folder or the same settings")
+        return
+    atomic_write_text(file, json.dumps(meta, indent=1) + "\n")
+
+
+def build_samples(G, folder: str | os.PathLike, num: int, *, detector=None, psi: float = 0.8, seed_start: int = 0,
+                  chunk_size: int = 32, image_size: int = 256, device: str = "cpu", batch_size: int = 1,
+                  progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Make (or complete) an AU-labelled dataset of ``num`` generator samples in ``folder``.
+
+    Chunks already on disk are kept, so a second call resumes an interrupted run and a larger
+    ``num`` extends a dataset. Each chunk is written atomically.
+
+    Args:
+        G: the generator; ``detector``: OpenFace estimator (default: the registry's).
+        psi: truncation for the sampled w (diversity vs. quality).
+        chunk_size: samples per file; ``image_size``: side of the stored images.
+        batch_size: synthesis batch (1 is fastest per image on a CPU).
+    Returns:
+        The folder.
+    """
+    from tqdm import tqdm
+
+    from stylerig_au.au.detect import make_detector
+    from stylerig_au.fileio import atomic_path
+    from stylerig_au.models import seed_to_z
+
+    if num < 1 or chunk_size < 1:
+        raise StylerigError("the dataset needs at least one sample and chunks of at least one")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    detector = detector if detector is not None else make_detector()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
+            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
+            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)"}
+    _check_meta(folder, meta)
+    n_chunks = -(-num // chunk_size)
+    todo = [i for i in range(n_chunks) if not _chunk_path(folder, i).is_file()]
+    if log and len(todo) < n_chunks:
+        log(f"{folder}: {n_chunks - len(todo)} of {n_chunks} chunks already made; resuming")
+    bar = tqdm(total=len(todo) * chunk_size, desc="samples", unit="img", disable=not progress)
+    for i in todo:
+        seeds = list(range(seed_start + i * chunk_size, seed_start + (i + 1) * chunk_size))
+        ws, imgs, small = [], [], []
+        with torch.no_grad():
+            for start in range(0, len(seeds), batch_size):
+                z = torch.cat([seed_to_z(s, G.z_dim) for s in seeds[start:start + batch_size]]).to(device)
+                w = G.mapping(z, psi=psi)
+                img = G.synthesis(w[:, None].repeat(1, G.num_ws, 1)).clamp(-1, 1)
+                u8 = ((img + 1) * 127.5).round().to(torch.uint8)
+                imgs.extend(u8.permute(0, 2, 3, 1).cpu().numpy())
+                small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
+                             .round().clamp(0, 255).to(torch.uint8).cpu())
+                ws.append(w.float().cpu())
+                bar.update(len(z))
+        labels = label_images(np.stack(imgs), detector)
+        chunk = {"seeds": torch.tensor(seeds, dtype=torch.int64), "w": torch.cat(ws), "images": torch.cat(small),
+                 **{k: torch.from_numpy(v) for k, v in labels.items()}}
+        with atomic_path(_chunk_path(folder, i)) as tmp:
+            torch.save(chunk, tmp)
+    bar.close()
+    return folder
+
+
+def load_samples(folder: str | os.PathLike, with_images: bool = False, limit: int | None = None) -> Samples:
+    """Read a dataset made by :func:`build_samples` (chunks in order; the first ``limit`` samples)."""
+    folder = Path(folder)
+    file = folder / "meta.json"
+    if not file.is_file():
+        raise StylerigError(f"{folder}: no AU sample dataset here (make one with `stylerig-au learn-directions --data {folder}`)")
+    meta = json.loads(file.read_text())
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise StylerigError(f"{folder}: not a stylerig-au AU sample dataset of a version this stylerig_au reads")
+    parts: dict[str, list[torch.Tensor]] = {}
+    count, i = 0, 0
+    while _chunk_path(folder, i).is_file() and (limit is None or count < limit):
+        try:
+            chunk = torch.load(_chunk_path(folder, i), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a damaged chunk: say which and how to fix it
+            raise StylerigError(f"{_chunk_path(folder, i)}: damaged ({type(err).__name__}); delete it and rebuild") from None
+        for key, value in chunk.items():
+            if key != "images" or with_images:
+                parts.setdefault(key, []).append(value)
+        count += len(chunk["seeds"])
+        i += 1
+    if not parts:
+        raise StylerigError(f"{folder}: the dataset has no chunks yet")
+    cat = {k: torch.cat(v)[:limit] for k, v in parts.items()}
+    return Samples(meta, cat["seeds"], cat["w"], cat["aus"], cat["pose"], cat["landmarks"],
+                   cat["face_found"].bool(), cat.get("images"))
