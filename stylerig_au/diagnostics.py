@@ -72,5 +72,10 @@ def collect_report(build_ops: bool = False) -> dict[str, dict[str, str]]:
     for name in registry.ASSETS:
         found, where = registry.locate(name)
         assets[name] = f"{where}: {found}" if found else where
+    for name, own in registry.OWN_ASSETS.items():
+        try:
+            assets[name] = f"bundled: {registry.own_path(name)}"
+        except registry.AssetError:
+            assets[name] = f"missing (re-create with '{own.made_by}')"
     report["assets"] = assets
     return report

@@ -26,7 +26,7 @@ def _samples(w_dim: int, n: int = 400, noise: float = 0.02, generator: str = "ti
     """w ~ N(0, I); AU and pose labels exactly linear in w plus a little noise; a few faces 'not found'."""
     g = torch.Generator().manual_seed(1)
     rows, pose_rows = _readout_rows(w_dim)
-    w = 3.0 * torch.randn(n, w_dim, generator=g)  # wide enough that no test step hits the 3-sigma cap
+    w = 3.0 * torch.randn(n, w_dim, generator=g)  # wide enough that no edit hits the step cap
     aus = w @ rows.T + 1.0 + noise * torch.randn(n, K, generator=g)
     pose = w @ pose_rows.T + noise * torch.randn(n, 3, generator=g)
     found = torch.ones(n, dtype=torch.bool)
@@ -115,3 +115,16 @@ def test_learn_rejects_samples_of_another_generator(tiny_stylegan2):
     probes = torch.zeros(1, tiny_stylegan2.num_ws, tiny_stylegan2.w_dim)
     with pytest.raises(StylerigError, match="made with"):
         learn_directions(tiny_stylegan2, _samples(tiny_stylegan2.w_dim, generator="other"), measure, probe_ws=probes, progress=False)
+
+
+def test_weak_aus_are_capped_not_pushed_off_the_sample_range(tiny_stylegan2):
+    G = tiny_stylegan2
+    measure, _, _ = _slot_readout_measure(G, gain=0.02)  # the 'generator' barely expresses any AU
+    probes = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(3)))[:, None].repeat(1, G.num_ws, 1)
+    samples = _samples(G.w_dim)
+    dirs, results = learn_directions(G, samples, measure, probe_ws=probes, progress=False)
+    w = samples.valid().w
+    for r in results:
+        sigma = float((w @ dirs.direction(r.au)).std())
+        assert r.step_capped and r.scale * 2.0 <= 6.0 * sigma + 1e-4 and r.scale <= 3.0 * r.linear_scale + 1e-6
+    assert dirs.meta["expressed"] == []  # +2 edits measured far below 0.2

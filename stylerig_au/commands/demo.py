@@ -1,4 +1,4 @@
-"""``stylerig-au demo``: a real photo through every stage that exists (what ``make demo`` runs)."""
+"""``stylerig-au demo``: a real photo through every stage that exists (what ``make demo`` runs), AU edits included."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import click
 @click.option("--steps", default=None, type=click.IntRange(1), help="Inversion steps [default: the quick CPU setting, or 500 on CUDA].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 def demo(out_dir: Path, photo: Path | None, steps: int | None, device: str) -> None:
-    """Align, invert and paste back a real face, measure the reconstruction and write a grid."""
+    """Align, invert and paste back a real face, measure the reconstruction, edit its AUs (when learned
+    directions exist for the generator) and write a grid."""
     from stylerig_au.demo import QUICK_STEPS, run_demo
 
     if steps is None:
@@ -26,5 +27,8 @@ def demo(out_dir: Path, photo: Path | None, steps: int | None, device: str) -> N
         click.echo(f"  {name:15s} {value:.3f}")
     for name, seconds in result.seconds.items():
         click.echo(f"  {name:15s} {seconds:.1f} s")
+    for name, info in result.edits.items():
+        change = ", ".join(f"{au} {v:+.2f}" for au, v in info.get("openface_change", {}).items())
+        click.echo(f"  edit {name:10s} {info['edit']}" + (f"  (OpenFace: {change})" if change else ""))
     for line in result.not_done:
         click.echo(f"  not done: {line}")

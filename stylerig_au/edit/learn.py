@@ -34,7 +34,7 @@ from stylerig_au.samples import Samples, label_images
 POSE_NAMES = ("pitch", "yaw", "roll")
 STEP = 2.0  # AU units of the measured test edits
 MIN_R2 = 0.05  # below this an AU is "not linearly expressed" (kept, flagged in the file's meta)
-MAX_STEP_SIGMAS = 3.0  # a test edit never moves w further than this many sample stds along the direction
+MAX_STEP_SIGMAS = 6.0  # a +STEP edit never moves w further than this many sample stds along the direction
 COVERAGE = 0.8  # slot groups kept: the strongest ones that together give this share of the measured effect
 CALIBRATION_CLAMP = (0.5, 3.0)
 
@@ -150,7 +150,7 @@ class AUResult:
     au: int
     cv_r2: float
     linear_scale: float
-    step_capped: bool
+    step_capped: bool  # True when the scale was limited (step cap or calibration clamp): +2 then measures less
     group_effects: dict[str, float] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
     achieved_before_calibration: float = float("nan")
@@ -231,7 +231,11 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         res.achieved_before_calibration = achieved
         # W units per AU unit along the masked direction, measured; clamped against noisy measurements
         per_unit = step / achieved if achieved > 1e-3 else scales[i] * CALIBRATION_CLAMP[1]
-        res.scale = float(np.clip(per_unit, scales[i] * CALIBRATION_CLAMP[0], scales[i] * CALIBRATION_CLAMP[1]))
+        wanted = per_unit
+        per_unit = float(np.clip(per_unit, scales[i] * CALIBRATION_CLAMP[0], scales[i] * CALIBRATION_CLAMP[1]))
+        # keep +STEP inside the sampled range: a weak AU then moves less than asked instead of breaking the face
+        res.scale = min(per_unit, MAX_STEP_SIGMAS * sigma / STEP)
+        res.step_capped = bool(capped or wanted > res.scale * 1.001)
         results.append(res)
         done[str(au)] = res.__dict__
         if cache_path is not None:

@@ -1,0 +1,107 @@
+"""What ``edit``, ``animate`` and ``sweep`` share: their common options and the set-up before editing.
+
+Everything that can be checked cheaply (edit syntax, output suffix, method, directions, AUs they
+cover) is checked before the photo is inverted, so a typo costs no minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from stylerig_au.errors import StylerigError
+
+AU_HELP = ("AU change or target; repeatable, comma lists allowed. Changes: 12=+2 (AU12 up 2 intensity steps on the "
+           "0-5 scale), 4=-1, smile=0.5. Absolute targets: 4=@3 (AU4 TO intensity 3; the current intensity is "
+           "measured on the face with OpenFace first).")
+PRESET_HELP = ("A named combination, NAME or NAME=STRENGTH: smile, happiness, social-smile, surprise, sadness, anger, "
+               "fear, disgust, contempt, brow-raise, frown, blink, open-mouth. Adds to --au.")
+
+
+def source_argument(f: Callable) -> Callable:
+    return click.argument("source", metavar="PHOTO_OR_LATENT", type=click.Path(path_type=Path))(f)
+
+
+def common_options(f: Callable) -> Callable:
+    """The options every edit command takes (generator, directions, inversion, device)."""
+    options = [
+        click.option("--method", type=click.Choice(["linear", "mapper"]), default="linear", show_default=True,
+                     help="Edit method: linear AU directions in W+ (the AU mapper is not trained yet)."),
+        click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Linear AU directions file [default: the ones bundled for the generator]."),
+        click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
+                     help="Generator name or checkpoint path (must be the one the latent / directions were made for)."),
+        click.option("--steps", type=click.IntRange(1), default=None,
+                     help="Inversion steps for a photo [default: 60 on a CPU, 500 on CUDA]."),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+                     help="Inversion learning rate [default: 0.08 up to 120 steps, else 0.05]."),
+        click.option("--latent-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Where a photo's latent <stem>.pt is cached and reused [default: the output's folder]."),
+        click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4),
+                     help="Face detector upsampling (for small faces)."),
+        click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@dataclass
+class Session:
+    """The loaded pieces: generator ``G``, ``editor`` and the ``subject`` (photo or latent)."""
+
+    G: object
+    editor: object
+    subject: object
+
+
+def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None,
+          generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
+          device: str, measures: bool = False) -> Session:
+    """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
+
+    ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
+    model then fails before the inversion, not after it).
+    """
+    import torch
+
+    from stylerig_au.edit.directions import LinearDirections, load_default_directions
+    from stylerig_au.edit.editor import Editor
+    from stylerig_au.edit.photo import OpenFaceMeasure, is_latent_file, load_subject, quick_config
+    from stylerig_au.models import load_generator
+
+    if method == "mapper":
+        raise StylerigError("--method mapper: the AU mapper is not trained yet; use --method linear")
+    if not source.exists():
+        raise StylerigError(f"{source}: no such {'latent file' if is_latent_file(source) else 'photo'}")
+    if source.is_dir():
+        raise StylerigError(f"{source} is a folder; give one photo or latent file")
+    if out.exists() and out.is_dir():
+        raise StylerigError(f"--out {out} is a folder; give a file name")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        torch.cuda.set_device(torch.device(device))
+    G = load_generator(generator_spec, device=device)
+    if directions_path is not None:
+        directions = LinearDirections.load(directions_path, G)
+    else:
+        directions = load_default_directions(G)
+    measure = OpenFaceMeasure()
+    if measures:
+        from stylerig_au.au.detect import make_detector
+
+        measure = OpenFaceMeasure(make_detector("openface"))
+    editor = Editor(G, directions, method=method, measure=measure)
+    for au in aus_in_use:
+        directions.index(au)
+    config = quick_config(steps, device, lr)
+    subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
+                           device=device, upsample=upsample, log=lambda m: click.echo(m, err=True))
+    if subject.inverted:
+        click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
+                   f"-> {subject.latent_path}", err=True)
+    return Session(G, editor, subject)

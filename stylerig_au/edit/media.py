@@ -1,0 +1,151 @@
+"""Outputs of the edit commands: animations (GIF with Pillow, MP4 with OpenCV) and labelled grids.
+
+Every writer goes through :func:`stylerig_au.fileio.atomic_path`: an error never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from stylerig_au.errors import StylerigError
+
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+
+
+def check_animation_suffix(path: str | os.PathLike) -> None:
+    """Raise StylerigError unless ``path`` ends in .gif, or in .mp4 with a video writer importable (OpenCV)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise StylerigError(f"{path}: unsupported animation suffix {suffix or '(none)'!r}; use .gif (or .mp4)")
+    if suffix == ".mp4":
+        _cv2()
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise StylerigError("writing .mp4 needs OpenCV: pip install opencv-python-headless (or write a .gif)") from None
+    return cv2
+
+
+def boomerang(frames: Sequence) -> list:
+    """``frames`` forwards then backwards without repeating either end: n frames -> 2n - 2 (n >= 2)."""
+    frames = list(frames)
+    return frames + frames[-2:0:-1] if len(frames) > 2 else frames
+
+
+def fit_size(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """uint8 [H, W, 3] shrunk (Lanczos, aspect kept) so its longer side is at most ``max_side`` (None/0: as is)."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    return np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS))
+
+
+def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float) -> Path:
+    """Write uint8 [H, W, 3] frames (all one size) as a looping GIF or an MP4 (MPEG-4, OpenCV), atomically.
+
+    GIF frame durations are whole milliseconds (viewers round them to 10 ms). Raises StylerigError for an
+    unsupported suffix, no frames, frames of different sizes, a bad ``fps``, or a missing MP4 writer.
+    """
+    from stylerig_au.fileio import atomic_path
+
+    path = Path(path)
+    check_animation_suffix(path)
+    if not frames:
+        raise StylerigError("an animation needs at least one frame")
+    if not fps > 0:
+        raise StylerigError(f"fps must be positive, got {fps}")
+    shape = frames[0].shape
+    if any(f.shape != shape or f.dtype != np.uint8 for f in frames):
+        raise StylerigError("animation frames must all be uint8 images of one size")
+    if path.suffix.lower() == ".gif":
+        images = [Image.fromarray(f) for f in frames]
+        with atomic_path(path) as tmp:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return path
+    cv2 = _cv2()
+    h, w = shape[:2]
+    even_h, even_w = h + h % 2, w + w % 2  # MPEG-4 wants even sides
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (even_w, even_h))
+        if not writer.isOpened():
+            raise StylerigError(f"{path}: OpenCV could not open an MP4 writer here; write a .gif instead")
+        try:
+            for f in frames:
+                if (h, w) != (even_h, even_w):
+                    f = np.pad(f, ((0, even_h - h), (0, even_w - w), (0, 0)), mode="edge")
+                writer.write(np.ascontiguousarray(f[..., ::-1]))
+        finally:
+            writer.release()
+    return path
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
+                  col_labels: Sequence[str] | None = None, cell: int = 256, pad: int = 4) -> np.ndarray:
+    """Tile rows of images into one uint8 [H, W, 3] grid on white, with optional row and column labels.
+
+    Each image is fitted (aspect kept) into a ``cell`` x ``cell`` square. Without labels the grid is
+    ``rows * (cell + pad) + pad`` high and ``cols * (cell + pad) + pad`` wide; row labels add a
+    :func:`label_width` column on the left, column labels a :func:`header_height` band on top.
+    Row labels may hold several lines (``'\\n'``).
+    """
+    from stylerig_au.imageio import make_grid
+
+    if not rows or not rows[0]:
+        raise StylerigError("a grid needs at least one image")
+    ncols = len(rows[0])
+    if any(len(r) != ncols for r in rows):
+        raise StylerigError("every grid row needs the same number of images")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise StylerigError(f"{len(rows)} rows but {len(row_labels)} row labels")
+    if col_labels is not None and len(col_labels) != ncols:
+        raise StylerigError(f"{ncols} columns but {len(col_labels)} column labels")
+    body = make_grid([img for r in rows for img in r], ncols=ncols, cell=cell, pad=pad)
+    left = label_width(cell) if row_labels is not None else 0
+    top = header_height(cell) if col_labels is not None else 0
+    if not left and not top:
+        return body
+    canvas = Image.new("RGB", (body.shape[1] + left, body.shape[0] + top), (255, 255, 255))
+    canvas.paste(Image.fromarray(body), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(max(10, cell // 12))
+    for c, text in enumerate(col_labels or []):
+        x = left + pad + c * (cell + pad) + cell // 2
+        _text(draw, (x, top // 2 + pad // 2), text, font, "mm")
+    for r, text in enumerate(row_labels or []):
+        y = top + pad + r * (cell + pad) + cell // 2
+        _text(draw, (left - pad, y), text, font, "rm")
+    return np.asarray(canvas)
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, anchor: str) -> None:
+    """Draw black text anchored at ``xy`` ('mm': its centre, 'rm': its right middle), with any font."""
+    x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), text, font=font, align="right")
+    w, h = x1 - x0, y1 - y0
+    x = xy[0] - (w // 2 if anchor == "mm" else w) - x0
+    draw.multiline_text((x, xy[1] - h // 2 - y0), text, fill=(0, 0, 0), font=font, align="right")
+
+
+def label_width(cell: int) -> int:
+    """Width in pixels of the row-label column of a :func:`labelled_grid` with this cell size."""
+    return max(48, cell * 3 // 4)
+
+
+def header_height(cell: int) -> int:
+    """Height in pixels of the column-label band of a :func:`labelled_grid` with this cell size."""
+    return max(16, cell // 6)

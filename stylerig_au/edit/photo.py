@@ -1,0 +1,292 @@
+"""Edit a photo or a latent file: invert once (cached), edit in W+, render, paste back.
+
+A *subject* is what the edit commands work on: a latent record (see :mod:`stylerig_au.invert`) and,
+when it came from a photo, the photo and its alignment, so that edited faces go back into the photo
+at its own size::
+
+    G = load_generator()
+    editor = Editor(G, load_default_directions(G), measure=OpenFaceMeasure())
+    subject = load_subject(G, "me.jpg", InvertConfig(steps=60, lr=0.08))   # inverts, or reuses me.pt
+    face = render_face(editor, subject, AU(12, +2) + AU(6, +1))            # uint8 [R, R, 3]
+    save_image("me_smile.png", compose(subject, face))                      # the photo, edited
+
+The latent of a photo is cached as ``<cache_dir>/<photo stem>.pt`` and reused when its
+``source_sha256`` matches the photo's bytes and it was made by the same generator with the same
+inversion settings; otherwise the photo is inverted again (and the cache file replaced).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stylerig_au.edit.editor import Editor
+from stylerig_au.edit.spec import Edit
+from stylerig_au.errors import StylerigError
+
+LATENT_SUFFIXES = (".pt", ".pth")
+IMAGE_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# What a quick CPU inversion uses (as the demo); longer runs use InvertConfig's own learning rate.
+QUICK_STEPS = 60
+QUICK_LR = 0.08
+
+
+@dataclass
+class Subject:
+    """A face to edit.
+
+    Attributes:
+        source: the photo or latent file as given.
+        record: the latent record (``ws`` float32 [num_ws, w_dim] on the editing device, ``noise``, ...).
+        latent_path: where the record is stored (the cache file for a photo).
+        photo: the original photo uint8 [H, W, 3], or None for a latent file.
+        transform: the photo's :class:`~stylerig_au.align.FaceTransform`, or None for a latent file.
+        inverted: True when the photo was inverted by this call, False when a latent was reused or given.
+    """
+
+    source: Path
+    record: dict
+    latent_path: Path
+    photo: np.ndarray | None = None
+    transform: object | None = None
+    inverted: bool = False
+
+    @property
+    def is_photo(self) -> bool:
+        return self.photo is not None
+
+    @property
+    def stem(self) -> str:
+        return self.source.stem
+
+
+def is_latent_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` names a latent file (``.pt`` / ``.pth``) rather than a photo."""
+    return Path(path).suffix.lower() in LATENT_SUFFIXES
+
+
+def quick_config(steps: int | None = None, device: str = "cpu", lr: float | None = None):
+    """The inversion settings of the edit commands: ``steps`` (default: 60 on a CPU, 500 on CUDA) and ``lr``
+    (default: 0.08 for quick runs of at most 120 steps, else InvertConfig's 0.05). Checkpoints are off."""
+    from stylerig_au.invert import InvertConfig
+
+    if steps is None:
+        steps = 500 if str(device).startswith("cuda") else QUICK_STEPS
+    if steps < 1:
+        raise StylerigError(f"inversion needs at least 1 step, got {steps}")
+    if lr is None:
+        lr = QUICK_LR if steps <= 2 * QUICK_STEPS else InvertConfig.lr
+    return InvertConfig(steps=steps, lr=lr, checkpoint_every=0)
+
+
+def check_latent(G, record: dict, name: str = "latent") -> None:
+    """Raise StylerigError unless ``record`` is a latent of generator ``G`` (name and W+ shape, finite values)."""
+    ws = record.get("ws")
+    gen = record.get("generator")
+    if not isinstance(ws, torch.Tensor):
+        raise StylerigError(f"{name}: damaged latent file (no 'ws' tensor)")
+    if gen != G.name:
+        raise StylerigError(f"{name}: latent was made with generator {gen!r}, not {G.name!r}; "
+                            f"pass --generator {gen} (or invert the photo again with this generator)")
+    if tuple(ws.shape) != (G.num_ws, G.w_dim):
+        raise StylerigError(f"{name}: latent has shape {list(ws.shape)} but {G.name} needs W+ [{G.num_ws}, {G.w_dim}]")
+    if not bool(torch.isfinite(ws).all()):
+        raise StylerigError(f"{name}: latent has non-finite values")
+
+
+def _cache_ok(record: dict, G, digest: str, config) -> bool:
+    """True when a cached latent matches the photo bytes, the generator and the inversion settings."""
+    saved = dict(record.get("config") or {})
+    saved.pop("checkpoint_every", None)
+    return (record.get("source_sha256") == digest and record.get("generator") == G.name
+            and record.get("face_index") == 0 and record.get("transform") is not None
+            and saved == config.schedule_key())
+
+
+def load_subject(
+    G,
+    source: str | os.PathLike,
+    config=None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    lpips_model: torch.nn.Module | None = None,
+    upsample: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Subject:
+    """A photo (aligned and inverted, or its cached latent reused) or a latent file, ready to edit.
+
+    Args:
+        G: the generator (protocol); latents must belong to it.
+        source: a photo (any format :func:`~stylerig_au.imageio.load_image` reads) or a ``.pt`` latent file.
+        config: :class:`~stylerig_au.invert.InvertConfig` for photos (default :func:`quick_config`).
+        cache_dir: where the photo's latent ``<stem>.pt`` is kept (default: the photo's folder).
+        device: where W+ lives and the generator runs.
+        lpips_model: perceptual loss for the inversion (default LPIPS-VGG16, loaded only if needed).
+        upsample: dlib detector upsampling for small faces.
+        progress: show a tqdm bar while inverting; ``log``: where notes go (default: tqdm.write).
+
+    Raises:
+        StylerigError: missing/unreadable photo, no face or several faces, a damaged latent file, or a
+            latent of another generator or shape.
+    """
+    from tqdm import tqdm
+
+    from stylerig_au.align import FaceTransform
+    from stylerig_au.imageio import load_image
+    from stylerig_au.invert import load_latent, sha256_file
+
+    log = log or (lambda msg: tqdm.write(msg))
+    source = Path(source)
+    if is_latent_file(source):
+        record = load_latent(source)
+        check_latent(G, record, str(source))
+        record = {**record, "ws": record["ws"].float().to(device)}
+        return Subject(source, record, source, None, None, False)
+
+    photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
+    config = config or quick_config(device=str(device))
+    cache = Path(cache_dir) if cache_dir is not None else source.parent
+    latent_path = cache / f"{source.stem}.pt"
+    digest = sha256_file(source)
+    record = None
+    if latent_path.is_file():
+        try:
+            cached = load_latent(latent_path)
+        except StylerigError:
+            raise StylerigError(f"{latent_path} exists and is not a stylerig-au latent file; it would be overwritten "
+                                "by the photo's latent: move it, or keep latents elsewhere (--latent-dir)") from None
+        if _cache_ok(cached, G, digest, config):
+            check_latent(G, cached, str(latent_path))
+            record = cached
+            log(f"reusing the inversion of {source.name} from {latent_path}")
+        # else: another photo, generator or settings: invert again and replace it
+    inverted = record is None
+    if inverted:
+        record = invert_photo(G, source, latent_path, config, device=device, lpips_model=lpips_model,
+                              upsample=upsample, progress=progress, digest=digest)
+    record = {**record, "ws": record["ws"].float().to(device)}
+    return Subject(source, record, latent_path, photo, FaceTransform.from_dict(record["transform"]), inverted)
+
+
+def invert_photo(
+    G,
+    photo: str | os.PathLike,
+    latent_path: str | os.PathLike,
+    config,
+    *,
+    device: str | torch.device = "cpu",
+    lpips_model: torch.nn.Module | None = None,
+    upsample: int = 1,
+    progress: bool = True,
+    digest: str | None = None,
+) -> dict:
+    """Align the one face of ``photo``, invert it with ``config`` and write the latent record to ``latent_path``.
+
+    Alignment comes first, so a photo without a usable face fails before the loss network is loaded.
+    Returns the record (format in :mod:`stylerig_au.invert`). Raises StylerigError like
+    :func:`stylerig_au.invert.prepare_jobs` (no face, several faces, face too small).
+    """
+    from tqdm import tqdm
+
+    from stylerig_au.invert import _make_record, optimize, prepare_jobs, prepare_targets, save_latent
+    from stylerig_au.perceptual import load_lpips
+
+    (job,) = prepare_jobs(Path(photo), G.resolution, aligned=False, all_faces=False, upsample=upsample)
+    if digest is not None and digest != job.source_sha256:
+        raise StylerigError(f"{photo}: the file changed while it was being read; try again")
+    lpips_model = lpips_model if lpips_model is not None else load_lpips(device=device)
+    targets = prepare_targets([job.image], config.loss_size, device)
+    with tqdm(total=config.steps, desc=f"invert {job.stem}"[:40], unit="step", disable=not progress, leave=False) as bar:
+        def on_step(step: int, losses: dict[str, torch.Tensor]) -> None:
+            bar.update(1)
+            bar.set_postfix(lpips=f"{losses['lpips'].mean().item():.3f}")
+
+        state, losses = optimize(G, targets, config, lpips_model, on_step=on_step)
+    (item,) = state.split()
+    record = _make_record(G, job, item, {k: float(v[0]) for k, v in losses.items()}, config)
+    save_latent(latent_path, record)
+    return record
+
+
+# ----------------------------------------------------------------------------- measuring AUs
+
+
+DETECT_MAX_SIDE = 512  # rendered faces fill the frame: finding them on a 512-px copy is enough and fast
+
+
+class OpenFaceMeasure:
+    """``images [N, 3, R, R] in [-1, 1] -> {AU: float32 [N]}``: OpenFace 2.2 static intensities (0–5) of
+    rendered faces, with dlib landmarks found on each image. The model loads on the first call.
+
+    Raises (when called): StylerigError if a rendered image has no detectable face, or the OpenFace
+    models are missing (their licence must be accepted: ``stylerig-au pretrained fetch --accept-license``).
+    """
+
+    def __init__(self, detector=None) -> None:
+        self.detector = detector
+
+    def __call__(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        from stylerig_au.au.detect import make_detector
+        from stylerig_au.au.landmarks import landmarks_68
+        from stylerig_au.imageio import to_uint8
+
+        if self.detector is None:
+            self.detector = make_detector("openface")
+        faces, marks = [], []
+        for k, img in enumerate(images):
+            face = to_uint8(img.clamp(-1, 1))
+            lm = landmarks_68(face, detect_max_side=DETECT_MAX_SIDE)
+            if lm is None:
+                raise StylerigError(f"the face detector finds no face in rendered image {k + 1} of {len(images)}, so its AU "
+                                    "intensities cannot be measured (for an absolute target AU=@N, use a change AU=+N instead)")
+            faces.append(face)
+            marks.append(lm)
+        values = self.detector.predict_photos(faces, marks)
+        return {au: torch.as_tensor(values[:, i], dtype=torch.float32) for i, au in enumerate(self.detector.aus)}
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def check_edit(editor: Editor, edit: Edit) -> None:
+    """Raise StylerigError (before any slow work) when the editor has no direction for an AU of ``edit``."""
+    for au in edit:
+        editor.directions.index(au)
+
+
+def render_ws(editor: Editor, subject: Subject, ws: torch.Tensor) -> np.ndarray:
+    """The face of one W+ ``ws`` [num_ws, w_dim] with the subject's noise maps: uint8 [R, R, 3]."""
+    from stylerig_au.imageio import to_uint8
+
+    return to_uint8(editor.render(subject.record, ws=ws[None] if ws.ndim == 2 else ws)[0])
+
+
+def render_face(editor: Editor, subject: Subject, edit: Edit | None = None) -> np.ndarray:
+    """The subject's face edited by ``edit`` (None: the reconstruction): uint8 [R, R, 3]."""
+    ws = subject.record["ws"] if edit is None else editor.edit(subject.record, edit)
+    return render_ws(editor, subject, ws)
+
+
+def compose(subject: Subject, face: np.ndarray) -> np.ndarray:
+    """What the user gets: ``face`` uint8 [R, R, 3] pasted back into the photo (uint8 [H, W, 3], the photo's
+    size), or the aligned face itself for a latent file."""
+    from stylerig_au.align import paste_back
+
+    if not subject.is_photo:
+        return face
+    return paste_back(subject.photo, face, subject.transform)
+
+
+def check_image_suffix(path: str | os.PathLike, allowed: tuple[str, ...] = IMAGE_OUT_SUFFIXES) -> None:
+    """Raise StylerigError unless ``path`` ends in one of ``allowed`` (checked before any slow work)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in allowed:
+        raise StylerigError(f"{path}: unsupported output suffix {suffix or '(none)'!r}; use one of {', '.join(allowed)}")

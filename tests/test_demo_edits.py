@@ -1,0 +1,50 @@
+"""The demo's AU-edit stage on a tiny StyleGAN2: honest 'not done' without directions, files and grid cells with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stylerig_au import demo
+from stylerig_au.align import FaceTransform
+from stylerig_au.edit import LinearDirections
+from stylerig_au.edit import directions as directions_module
+from stylerig_au.edit import photo as photo_module
+
+
+def _inputs(G):
+    with torch.no_grad():
+        w = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(2)))[0]
+    record = {"ws": w[None].repeat(G.num_ws, 1), "noise": {}, "generator": G.name}
+    photo = np.full((64, 48, 3), 120, np.uint8)
+    quad = np.array([[8.0, 16.0], [8.0, 48.0], [40.0, 48.0], [40.0, 16.0]])  # a 32-px square inside the photo
+    return record, photo, FaceTransform(quad=quad, source_size=(48, 64), output_size=G.resolution)
+
+
+def test_without_directions_nothing_is_pretended(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    record, photo, transform = _inputs(G)
+    result = demo.DemoResult(out_dir=tmp_path)
+    assert demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None) == []
+    assert result.edits == {} and list(tmp_path.iterdir()) == []
+    assert len(result.not_done) == 1 and "no learned AU directions for tiny-stylegan2-32" in result.not_done[0]
+
+
+def test_with_directions_edits_are_written(tiny_stylegan2, tmp_path, monkeypatch):
+    G = tiny_stylegan2
+    record, photo, transform = _inputs(G)
+    g = torch.Generator().manual_seed(0)
+    dirs = LinearDirections.for_generator(G, {a: torch.randn(G.w_dim, generator=g) for a in (1, 2, 4, 6, 12)},
+                                          scales={a: 3.0 for a in (1, 2, 4, 6, 12)})
+    monkeypatch.setattr(directions_module, "load_default_directions", lambda G: dirs)
+    monkeypatch.setattr(photo_module.OpenFaceMeasure, "__call__",
+                        lambda self, images: {a: images.mean(dim=(1, 2, 3)) for a in (1, 2, 4, 6, 12, 26)})
+    result = demo.DemoResult(out_dir=tmp_path)
+    pasted = demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None)
+    assert list(result.edits) == ["smile", "brow_lowerer", "brow_raise"] and len(pasted) == 3  # no AU26 direction
+    assert any("'jaw_drop'" in line and "AU26" in line for line in result.not_done)
+    for name, image in zip(result.edits, pasted):
+        assert image.shape == photo.shape and not np.array_equal(image, photo)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"x_{name}.png")), image)
+        assert set(result.edits[name]["openface_change"]) <= {"AU1", "AU2", "AU4", "AU6", "AU12"}
