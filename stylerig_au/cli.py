@@ -18,7 +18,7 @@ from stylerig_au.errors import StylerigError
 
 # command name -> (module under stylerig_au.commands, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("demo", "demo", "Align, invert and paste back a real photo; measure it and write a grid."),
+    "demo": ("demo", "demo", "Align, invert, edit and paste back a real photo; measure it and write a grid."),
     "doctor": ("doctor", "doctor", "Report versions, GPU, compilers, op implementations and assets."),
     "align": ("align", "align", "FFHQ-align the faces of photos (and keep the transform for paste-back)."),
     "detect": ("detect", "detect", "Estimate the intensities of 17 facial Action Units in photos."),
@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("metrics", "metrics", "MSE, PSNR, SSIM, LPIPS and identity distance between images."),
     "pretrained": ("pretrained", "pretrained", "List, fetch and verify the pretrained assets."),
     "generate": ("generate", "generate", "Render faces for a list of seeds with a generator, plus a grid."),
+    "edit": ("edit", "edit", "Edit the Action Units of a photo (pasted back) or a latent file."),
+    "animate": ("animate", "animate", "Animate an AU edit of a photo or latent file as a GIF (or MP4)."),
+    "sweep": ("sweep", "sweep", "Grid of a face with several AUs (rows) at several intensities (columns)."),
+    "train-detector": ("train_detector", "train_detector", "Train the fast differentiable student AU detector (distilled from OpenFace)."),
+    "learn-directions": ("learn_directions", "learn_directions", "Learn linear AU directions from AU-labelled generator samples."),
 }
 
 

@@ -242,6 +242,13 @@ OWN_ASSETS: dict[str, OwnAsset] = {
             card="au-directions-mobilestylegan-ffhq-1024.md",
             made_by="stylerig-au learn-directions",
         ),
+        OwnAsset(
+            name="student-au-detector",
+            description="Student AU detector: a small CNN distilled from OpenFace 2.2 (17 AU intensities of aligned faces, differentiable)",
+            filename="student-au-detector.pt",
+            card="student-au-detector.md",
+            made_by="stylerig-au train-detector",
+        ),
     )
 }
 

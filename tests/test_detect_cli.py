@@ -14,11 +14,14 @@ from stylerig_au.errors import StylerigError
 from tests.helpers import require_asset
 
 
-def test_student_detector_is_a_clear_error(capsys, tmp_path):
+def test_student_detector_with_a_foreign_file_is_a_clear_error(capsys, tmp_path):
     photo = tmp_path / "a.png"
     Image.new("RGB", (32, 32)).save(photo)
-    assert main(["detect", "--detector", "student", str(photo)]) == 1
-    assert "student AU detector is not available yet" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    assert main(["detect", "--detector", "student", "--model", str(bad), str(photo)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}: not a stylerig-au student AU detector file (UnpicklingError)"]
 
 
 def test_unknown_detector_name_is_a_user_error():
@@ -66,3 +69,15 @@ def test_detect_json_on_a_smiling_face(capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:3] == ["face", "AU01", "AU02"] and lines[1].startswith("astronaut.png")
     assert len(lines[1].split()) == 18
+
+
+@pytest.mark.slow
+def test_detect_with_the_student_on_a_smiling_face(capsys, tmp_path):
+    from skimage import data
+
+    require_asset("dlib-landmarks-68")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    assert main(["detect", "--json", "--detector", "student", str(photo)]) == 0
+    (face,) = json.loads(capsys.readouterr().out)
+    assert len(face["aus"]) == 17 and face["aus"]["AU12"] > 2.0

@@ -8,5 +8,7 @@ Modules (imported on use so that ``stylerig_au.au.vocab`` stays light):
 - :mod:`~stylerig_au.au.openface_model`: converter and loader of the OpenFace model files.
 - :mod:`~stylerig_au.au.landmarks`: dlib 68-point landmarks.
 - :mod:`~stylerig_au.au.detect`: photos -> AU intensities per face (behind ``stylerig-au detect``).
+- :mod:`~stylerig_au.au.student`: ``StudentAU``, a small differentiable CNN distilled from OpenFace
+  (aligned faces -> 17 intensities); :mod:`~stylerig_au.au.student_train` trains it (``train-detector``).
 - :mod:`~stylerig_au.au.oracle`: pyfaceau as an independent reference (tests and evaluation only).
 """

@@ -35,14 +35,25 @@ class FaceAUs:
 
 
 def make_detector(name: str = "openface", model: str | os.PathLike | None = None, accept_license: bool = False):
-    """The AU estimator called ``name`` (only 'openface' exists so far)."""
+    """The AU estimator called ``name``.
+
+    Args:
+        name: 'openface' (OpenFace 2.2 static SVRs on dlib landmarks) or 'student' (the distilled CNN,
+            :class:`~stylerig_au.au.student.StudentAU`; it aligns each face itself from the landmarks).
+        model: the converted model file (default: the registry's).
+        accept_license: accept OpenFace's non-commercial licence for a fetch ('openface' only).
+    Returns:
+        An object with ``aus`` (AU numbers) and ``predict_photos(photos, landmarks) -> float32 [N, 17]``.
+    """
     if name == "openface":
         from stylerig_au.au import openface_model
         from stylerig_au.au.openface import OpenFaceAU
 
         return OpenFaceAU(openface_model.load(model, accept_license=accept_license))
     if name == "student":
-        raise StylerigError("the student AU detector is not available yet; use --detector openface")
+        from stylerig_au.au.student import load_student
+
+        return load_student(model)
     raise StylerigError(f"unknown detector '{name}'; choose one of: {', '.join(DETECTORS)}")
 
 
