@@ -21,7 +21,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from stylerig_au.au.student import load_student
