@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "animate": ("animate", "animate", "Animate an AU edit of a photo or latent file as a GIF (or MP4)."),
     "sweep": ("sweep", "sweep", "Grid of a face with several AUs (rows) at several intensities (columns)."),
     "train-detector": ("train_detector", "train_detector", "Train the fast differentiable student AU detector (distilled from OpenFace)."),
+    "evaluate": ("evaluate", "evaluate", "Measure AU edits: target vs achieved, drift, identity, background, pose, speed."),
     "learn-directions": ("learn_directions", "learn_directions", "Learn linear AU directions from AU-labelled generator samples."),
 }
 

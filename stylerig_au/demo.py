@@ -140,7 +140,9 @@ def run_demo(
         "edits": result.edits,
         "not_done": result.not_done,
     }
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from stylerig_au.fileio import atomic_write_text
+
+    atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
     return result
 
 
