@@ -123,7 +123,7 @@ def slot_groups(G) -> list[tuple[str, torch.Tensor]]:
 
     4–8 px, 16, 32, 64 px, and everything from 128 px up (colour and texture).
     """
-    bins = [("4-8px", 4, 8), ("16px", 16, 16), ("32px", 32, 32), ("64px", 64, 64), ("128px+", 128, 1 << 30)]
+    bins = [("4-8px", 4, 8), ("16px", 16, 16), ("32px", 32, 32), ("64px", 64, 64), ("128px-up", 128, 1 << 30)]
     groups = []
     for name, lo, hi in bins:
         mask = torch.tensor([s.used and lo <= s.resolution <= hi for s in G.slots])
@@ -194,7 +194,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     cache_path = Path(cache) if cache is not None else None
     if cache_path is not None and cache_path.is_file():
         done = json.loads(cache_path.read_text())
-    key = f"{G.name}|pose={keep_pose}|aus={keep_aus}|n={len(samples.valid())}|probes={len(probe_ws)}"
+    key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|n={len(samples.valid())}|probes={len(probe_ws)}"
+           f"|groups={','.join(name for name, _ in groups)}")
     done = done.get(key, {}) if isinstance(done.get(key), dict) else {}
     base = measure(probe_ws) if len(done) < len(readouts.aus) else None
     results: list[AUResult] = []
