@@ -490,7 +490,9 @@ def invert_files(
             if final.exists() and not overwrite:
                 try:
                     rec = load_latent(final)
-                    if rec.get("source_sha256") == job.source_sha256 and rec.get("generator") == getattr(G, "name", None):
+                    saved = {k: v for k, v in (rec.get("config") or {}).items() if k != "checkpoint_every"}
+                    if (rec.get("source_sha256") == job.source_sha256 and rec.get("generator") == getattr(G, "name", None)
+                            and saved == config.schedule_key()):
                         results.append(FileResult(job.source, job.stem, "skipped", "already inverted", final, out_dir / f"{job.stem}_recon.png"))
                         continue
                 except StylerigError:

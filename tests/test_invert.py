@@ -143,6 +143,10 @@ def test_invert_files_outputs_errors_and_resume(tiny_stylegan2, cheap, photos, t
     mtime = (out / "astro.pt").stat().st_mtime_ns
     again_results = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, cfg, lpips_model=cheap, progress=False)
     assert again_results[0].status == "skipped" and (out / "astro.pt").stat().st_mtime_ns == mtime
+    # other settings: the old latent is not reused
+    longer = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, _cfg(steps=7, checkpoint_every=2),
+                                 lpips_model=cheap, progress=False, log=lambda m: None)
+    assert longer[0].status == "done" and invert.load_latent(out / "astro.pt")["steps"] == 7
 
 
 def test_invert_files_resumes_a_checkpoint(tiny_stylegan2, cheap, photos, tmp_path):
