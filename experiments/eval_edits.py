@@ -23,24 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from stylerig_au.diagnostics import device_label
 import torch.nn.functional as F
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
 HELD_OUT_SEED_START = 2_000_000
 
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = out.with_suffix(".png")
     save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
     result = {
-        "device": device_name(device), "torch": torch.__version__, "generator": G.name, "method": "linear",
+        "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": "linear",
         "directions": dirs.method, "directions_created": dirs.created, "amount": args.amount, "psi": args.psi,
         "faces": args.faces, "held_out_seed_start": HELD_OUT_SEED_START, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),

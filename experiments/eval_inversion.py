@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -25,15 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stylerig_au.diagnostics import device_label
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FACES = REPO.parent / "shared" / "faces" / "celebahq-dev"
 QUICK = {"steps": 60, "lr": 0.08}
 
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows + [{"image": "MEAN", **mean}]:
         print(f"{r['image']:<14}" + "".join(f"{r[k]:>19.4f}" for k in keys))
     report = {
-        "device": device_name(args.device),
+        "device": device_label(args.device),
         "torch": torch.__version__,
         "generator": G.name,
         "settings": {"steps": steps, "lr": lr, "quick": args.quick, "batch_size": args.batch_size, "loss_size": config.loss_size,

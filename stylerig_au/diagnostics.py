@@ -79,3 +79,12 @@ def collect_report(build_ops: bool = False) -> dict[str, dict[str, str]]:
             assets[name] = f"missing (re-create with '{own.made_by}')"
     report["assets"] = assets
     return report
+
+
+def device_label(device: str) -> str:
+    """A human name for a torch device, as benchmarks record it: the GPU's name, or the CPU and its thread count."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"

@@ -66,7 +66,6 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it).
     """
-    import torch
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.editor import Editor
@@ -81,10 +80,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         raise StylerigError(f"{source} is a folder; give one photo or latent file")
     if out.exists() and out.is_dir():
         raise StylerigError(f"--out {out} is a folder; give a file name")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
-        torch.cuda.set_device(torch.device(device))
+    use_device(device)
     G = load_generator(generator_spec, device=device)
     if directions_path is not None:
         directions = LinearDirections.load(directions_path, G)
@@ -105,3 +101,13 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
                    f"-> {subject.latent_path}", err=True)
     return Session(G, editor, subject)
+
+
+def use_device(device: str) -> None:
+    """Select a ``--device`` (cuda:N becomes the current GPU); StylerigError when CUDA is asked for but absent."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        torch.cuda.set_device(torch.device(device))

@@ -46,11 +46,11 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
       stylerig-au evaluate --generated 8 --edits '12=+2;4=+2;smile=1' --out eval/
       stylerig-au evaluate --photos faces/ --edits '12=+2;26=+2' --methods linear --out eval_photos/
     """
-    import torch
 
     from stylerig_au import evaluate as ev
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.photo import quick_config
+    from stylerig_au.commands._editing import use_device
     from stylerig_au.models import load_generator
 
     if (photos_dir is None) == (generated is None):
@@ -60,10 +60,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     photos = ev.photo_paths(photos_dir) if photos_dir is not None else []
     if out.exists() and not out.is_dir():
         raise StylerigError(f"--out {out} is a file; give a folder")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
-        torch.cuda.set_device(torch.device(device))
+    use_device(device)
     G = load_generator(generator_spec, device=device)
     linear = LinearDirections.load(directions_path, G) if directions_path is not None else load_default_directions(G)
     dirs: dict[str, LinearDirections] = {}
