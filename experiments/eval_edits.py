@@ -13,7 +13,11 @@ Note: the linear directions were calibrated with the same OpenFace estimator (on
 for them this is a held-out-faces check, not an independent-detector check.
 
     python experiments/eval_edits.py --faces 8                 # CPU, bundled directions
+    python experiments/eval_edits.py --faces 8 --method mapper # CPU, bundled AU mapper
     python experiments/eval_edits.py --faces 32 --device cuda
+
+The mapper was trained against the student detector, never against OpenFace, so for it this is
+also an independent-detector check.
 
 Prints a table and writes ``experiments/results/eval_edits_<device>.json`` and a PNG grid
 (rows: faces; columns: the face, then each AU's +amount edit).
@@ -43,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
     ap.add_argument("--directions", default=None, help="directions file (default: the bundled ones)")
+    ap.add_argument("--method", choices=("linear", "mapper"), default="linear")
+    ap.add_argument("--mapper", default=None, help="mapper file for --method mapper (default: the bundled one)")
     ap.add_argument("--faces", type=int, default=8)
     ap.add_argument("--psi", type=float, default=0.8)
     ap.add_argument("--amount", type=float, default=2.0)
@@ -62,10 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     G = load_generator(args.generator, device=device)
     dirs = load_default_directions(G, args.directions)
+    if args.method == "mapper":
+        from stylerig_au.edit.mapper import load_default_mapper
+
+        source = load_default_mapper(G, args.mapper, device=device)
+        described = {"mapper_created": source.created, "mapper_command": source.meta.get("command")}
+    else:
+        source, described = dirs, {"directions": dirs.method, "directions_created": dirs.created}
+    from stylerig_au.evaluate import make_editor
+
+    editor = make_editor(G, source)
     detector = make_detector("openface").to(device)
     aus = list(dirs.aus)
     det_aus = list(detector.aus)
-    out = args.out or REPO / "experiments" / "results" / f"eval_edits_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
+    suffix = "" if args.method == "linear" else f"_{args.method}"
+    out = args.out or REPO / "experiments" / "results" / f"eval_edits_{'cuda' if device.startswith('cuda') else 'cpu'}{suffix}.json"
 
     def render(ws: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         with torch.no_grad():
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         z = torch.cat([seed_to_z(HELD_OUT_SEED_START + i, G.z_dim) for i in range(args.faces)]).to(device)
         ws_all = G.mapping(z, psi=args.psi)[:, None].repeat(1, G.num_ws, 1)
-    bar = tqdm(total=args.faces * (len(aus) + 1), desc="eval edits", unit="img")
+    bar = tqdm(total=args.faces * (len(aus) + 1), desc=f"eval edits ({args.method})", unit="img")
     for f in range(args.faces):
         ws = ws_all[f:f + 1]
         base_u8, base = render(ws)
@@ -92,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         row_tiles = [base_u8[0]]
         for au in aus:
             tick = time.perf_counter()
-            edited_ws = dirs.apply(ws, AU(au, args.amount))
+            edited_ws = editor.edit(ws, AU(au, args.amount))
             edit_u8, edit = render(edited_ws)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -140,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = out.with_suffix(".png")
     save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
     result = {
-        "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": "linear",
-        "directions": dirs.method, "directions_created": dirs.created, "amount": args.amount, "psi": args.psi,
+        "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
+        **described, "amount": args.amount, "psi": args.psi,
         "faces": args.faces, "held_out_seed_start": HELD_OUT_SEED_START, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),
     }

@@ -41,7 +41,8 @@ Methods
     correlated with) and no layer restriction (every used W+ slot), scale = the linear read-out's
     W units per AU unit, uncalibrated. See :func:`naive_directions` for how it is built.
 ``mapper``
-    the AU-conditioned mapper; not trained yet, so asking for it is an error.
+    the AU-conditioned mapper M(w+, ΔAU) -> Δw+ (:func:`~stylerig_au.edit.mapper.load_default_mapper`),
+    which starts from the linear directions and learns a face-dependent correction.
 """
 
 from __future__ import annotations
@@ -196,17 +197,39 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     """``'linear,naive'`` -> ['linear', 'naive'].
 
     Raises:
-        StylerigError: empty, unknown method, or 'mapper' (not trained yet).
+        StylerigError: empty, or an unknown method.
     """
     items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     if not items:
-        raise StylerigError(f"--methods is empty; choose from {', '.join(m for m in METHODS if m != 'mapper')}")
+        raise StylerigError(f"--methods is empty; choose from {', '.join(METHODS)}")
     for m in items:
         if m not in METHODS:
-            raise StylerigError(f"unknown method '{m}'; choose from: {', '.join(m for m in METHODS if m != 'mapper')}")
-        if m == "mapper":
-            raise StylerigError("method 'mapper': the AU mapper is not trained yet; use --methods linear,naive")
+            raise StylerigError(f"unknown method '{m}'; choose from: {', '.join(METHODS)}")
     return list(dict.fromkeys(items))
+
+
+def _is_mapper(source) -> bool:
+    from stylerig_au.edit.mapper import AUMapper
+
+    return isinstance(source, AUMapper)
+
+
+def _check_au(source, au: int) -> None:
+    source.au_index(au) if _is_mapper(source) else source.index(au)
+
+
+def _describe(source) -> dict:
+    """What a method's rows were made with (rows of another version are not reused)."""
+    if _is_mapper(source):
+        return {"method": "mapper", "created": getattr(source, "created", None)}
+    return {"method": source.method, "created": source.created}
+
+
+def make_editor(G, source):
+    """An :class:`~stylerig_au.edit.editor.Editor` for one method: linear directions or an AU mapper."""
+    from stylerig_au.edit.editor import Editor
+
+    return Editor(G, None, method="mapper", mapper=source) if _is_mapper(source) else Editor(G, source)
 
 
 def naive_directions(linear: LinearDirections, readouts=None) -> LinearDirections:
@@ -428,7 +451,7 @@ def _check_run(out: Path, settings: dict) -> None:
 
 
 def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Sequence[NamedEdit],
-             methods: dict[str, LinearDirections], out: str | os.PathLike, *, instruments: Instruments | None = None,
+             methods: dict[str, Any], out: str | os.PathLike, *, instruments: Instruments | None = None,
              settings: dict | None = None, face_names: Sequence[str] | None = None, progress: bool = True,
              device: str | torch.device = "cpu", log: Callable[[str], None] | None = None) -> EvalResult:
     """Edit every face with every edit and method, measure, and write the report into ``out``.
@@ -439,7 +462,8 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
             of it is missing); with callables, ``face_names`` gives their names (for resuming).
         edits: from :func:`parse_edits`; every AU must have a direction in every method and a column in
             ``instruments.aus``.
-        methods: method name -> directions (:func:`naive_directions` for 'naive').
+        methods: method name -> :class:`LinearDirections` (:func:`naive_directions` for 'naive') or an
+            :class:`~stylerig_au.edit.mapper.AUMapper` ('mapper').
         out: the output folder: ``rows.jsonl``, ``run.json``, ``report.json``, ``report.md``, plots,
             ``grid.png``, ``thumbs/``.
         instruments: the measures (default :func:`default_instruments`, loaded only if a row is missing).
@@ -451,7 +475,6 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
     """
     from tqdm import tqdm
 
-    from stylerig_au.edit.editor import Editor
     from stylerig_au.imageio import save_image, to_uint8
 
     out = Path(out)
@@ -469,19 +492,19 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
         for named in edits:
             for au in named.edit:
                 try:
-                    dirs.index(au)
+                    _check_au(dirs, au)
                 except StylerigError as err:
                     raise StylerigError(f"method {name}, edit '{named.label}': {err}") from None
     if instruments is not None:
         _check_measured(edits, instruments.aus)
     settings = {"generator": G.name, **(settings or {}),
-                "directions": {m: {"method": d.method, "created": d.created} for m, d in methods.items()}}
+                "directions": {m: _describe(d) for m, d in methods.items()}}
     out.mkdir(parents=True, exist_ok=True)
     _check_run(out, {k: v for k, v in settings.items() if k != "directions"})
     rows_path = out / "rows.jsonl"
     rows = _read_rows(rows_path)
     have = {(r["face"], r["edit_key"], r["method"]) for r in rows if r.get("settings_key") == _settings_key(settings, r["method"])}
-    editors = {m: Editor(G, d) for m, d in methods.items()}
+    editors = {m: make_editor(G, d) for m, d in methods.items()}
     todo = [(names[i], e, m) for i in range(len(faces)) for e in edits for m in methods if (names[i], e.key, m) not in have]
     skipped = len(faces) * len(edits) * len(methods) - len(todo)
     if log and skipped:

@@ -249,6 +249,13 @@ OWN_ASSETS: dict[str, OwnAsset] = {
             card="student-au-detector.md",
             made_by="stylerig-au train-detector",
         ),
+        OwnAsset(
+            name="au-mapper-mobilestylegan-ffhq-1024",
+            description="AU-conditioned mapper M(w+, ΔAU) -> Δw+ for the default generator (student-supervised)",
+            filename="au-mapper-mobilestylegan-ffhq-1024.pt",
+            card="au-mapper-mobilestylegan-ffhq-1024.md",
+            made_by="stylerig-au train-mapper",
+        ),
     )
 }
 

@@ -96,6 +96,27 @@ def test_edit_latent_writes_the_edited_aligned_face(setup, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["edited.png"]  # nothing else, no temp files
 
 
+def test_edit_latent_with_the_mapper(setup, tmp_path, capsys):
+    from stylerig_au.edit.mapper import load_mapper, new_mapper, save_mapper
+
+    G = setup["G"]
+    mapper = new_mapper(G, random_directions(G), num_samples=256)
+    with torch.no_grad():
+        mapper.out.weight.normal_(0, 0.05)
+    file = save_mapper(mapper, tmp_path / "mapper.pt", G.name)
+    out, linear_out = tmp_path / "mapper.png", tmp_path / "linear.png"
+    args = ["--generator", str(setup["ckpt"]), "--device", "cpu"]
+    assert main(["edit", str(setup["latent"]), "--au", "12=+2", "--method", "mapper", "--mapper", str(file), *args,
+                 "--out", str(out)]) == 0
+    editor = Editor(G, method="mapper", mapper=load_mapper(file, G))
+    record = load_latent(setup["latent"])
+    assert np.array_equal(np.asarray(Image.open(out)), render_face(editor, _subject(record), AU(12, 2)))
+    assert main(["edit", str(setup["latent"]), "--au", "12=+2", *setup["args"], "--out", str(linear_out)]) == 0
+    assert not np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(linear_out)))
+    assert main(["sweep", str(setup["latent"]), "--aus", "12,6", "--values", "-1,0,1", "--method", "mapper", "--mapper", str(file),
+                 *args, "--out", str(tmp_path / "sweep.png")]) == 0
+
+
 def _subject(record):
     from pathlib import Path
 
@@ -123,7 +144,9 @@ def test_absolute_target_is_measured(setup, tmp_path, monkeypatch):
     (["--au", "4=@"], "AU=@VALUE"),
     ([], "nothing to edit"),
     (["--au", "9=+1"], "no direction for AU9"),
-    (["--au", "12", "--method", "mapper"], "mapper is not trained yet"),
+    (["--au", "12", "--method", "mapper"], "no AU mapper is bundled for generator"),
+    (["--au", "12", "--mapper", "m.pt"], "--mapper is only used with --method mapper"),
+    (["--au", "12", "--method", "mapper", "--mapper", "missing.pt"], "no such AU mapper file"),
     (["--au", "12", "--preset", "grin"], "no preset 'grin'"),
 ])
 def test_edit_bad_arguments(setup, tmp_path, capsys, argv, message):

@@ -102,7 +102,7 @@ def test_interpolation_keeps_untouched_slots(tiny_stylegan2):
 
 def test_methods_and_mismatch(tiny_stylegan2):
     G = tiny_stylegan2
-    with pytest.raises(StylerigError, match="mapper is not trained yet"):
+    with pytest.raises(StylerigError, match="needs an AU mapper"):
         Editor(G, make_dirs(G), method="mapper")
     with pytest.raises(StylerigError, match="unknown edit method 'magic'; choose one of: linear, mapper"):
         Editor(G, make_dirs(G), method="magic")

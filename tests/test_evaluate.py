@@ -205,8 +205,7 @@ def test_bad_inputs(tiny_stylegan2, tmp_path):
         ev.parse_edits(" ; ")
     with pytest.raises(StylerigError, match="unknown method 'magic'"):
         ev.parse_methods("linear,magic")
-    with pytest.raises(StylerigError, match="not trained yet"):
-        ev.parse_methods("mapper")
+    assert ev.parse_methods("mapper, linear,mapper") == ["mapper", "linear"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(StylerigError, match="no photos"):
         ev.photo_paths(tmp_path / "empty")
@@ -228,7 +227,7 @@ def one_line_error(capsys, message: str) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--generated", "2", "--edits", "12=+2;77=+1"], "unknown AU"),
-    (["--generated", "2", "--edits", "12=+2", "--methods", "linear,mapper"], "not trained yet"),
+    (["--generated", "2", "--edits", "12=+2", "--methods", "linear,mapper"], "no AU mapper is bundled for generator"),
     (["--generated", "2", "--edits", "12=+2", "--methods", "fancy"], "unknown method 'fancy'"),
     (["--photos", "EMPTY", "--edits", "12=+2"], "no photos"),
     (["--edits", "12=+2"], "either --photos DIR or --generated N"),
@@ -249,6 +248,24 @@ def test_cli_runs_with_injected_instruments(cli_setup, tmp_path, capsys, monkeyp
     assert report["overall"]["rows"] == 8 and set(report["methods"]) == {"linear", "naive"}
     assert main(["evaluate", "--generated", "2", "--edits", "12=+2;6=+1", "--out", str(out), *cli_setup]) == 0
     assert "0 rows measured, 8 reused" in capsys.readouterr().out
+
+
+def test_cli_mapper_method_side_by_side(cli_setup, tiny_stylegan2, tmp_path, capsys, monkeypatch):
+    from stylerig_au.edit.mapper import new_mapper, save_mapper
+
+    monkeypatch.setattr(ev, "default_instruments", lambda device="cpu": fake_instruments())
+    G = tiny_stylegan2
+    mapper = new_mapper(G, random_directions(G), num_samples=256)
+    with torch.no_grad():
+        mapper.out.weight.normal_(0, 0.05)
+    file = save_mapper(mapper, tmp_path / "mapper.pt", G.name)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--generated", "2", "--edits", "12=+2", "--methods", "linear,mapper,naive",
+                 "--mapper", str(file), "--out", str(out), *cli_setup]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["linear", "mapper", "naive"] and report["overall"]["rows"] == 6
+    assert {"abs_error", "drift", "identity_distance"} <= set(report["per_method"]["mapper"])
+    assert report["per_method"]["mapper"]["abs_error"] != report["per_method"]["linear"]["abs_error"]
 
 
 @pytest.mark.slow

@@ -29,7 +29,9 @@ def common_options(f: Callable) -> Callable:
     """The options every edit command takes (generator, directions, inversion, device)."""
     options = [
         click.option("--method", type=click.Choice(["linear", "mapper"]), default="linear", show_default=True,
-                     help="Edit method: linear AU directions in W+ (the AU mapper is not trained yet)."),
+                     help="Edit method: linear AU directions in W+, or the AU-conditioned mapper (face-dependent edits)."),
+        click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="AU mapper file for --method mapper [default: the one bundled for the generator]."),
         click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Linear AU directions file [default: the ones bundled for the generator]."),
         click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
@@ -58,7 +60,7 @@ class Session:
     subject: object
 
 
-def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None,
+def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
           device: str, measures: bool = False) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
@@ -72,8 +74,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     from stylerig_au.edit.photo import OpenFaceMeasure, is_latent_file, load_subject, quick_config
     from stylerig_au.models import load_generator
 
-    if method == "mapper":
-        raise StylerigError("--method mapper: the AU mapper is not trained yet; use --method linear")
+    if mapper_path is not None and method != "mapper":
+        raise StylerigError("--mapper is only used with --method mapper")
     if not source.exists():
         raise StylerigError(f"{source}: no such {'latent file' if is_latent_file(source) else 'photo'}")
     if source.is_dir():
@@ -82,7 +84,13 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         raise StylerigError(f"--out {out} is a folder; give a file name")
     use_device(device)
     G = load_generator(generator_spec, device=device)
-    if directions_path is not None:
+    mapper = None
+    if method == "mapper":
+        from stylerig_au.edit.mapper import load_default_mapper
+
+        mapper = load_default_mapper(G, mapper_path, device=device)
+        directions = LinearDirections.load(directions_path, G) if directions_path is not None else None
+    elif directions_path is not None:
         directions = LinearDirections.load(directions_path, G)
     else:
         directions = load_default_directions(G)
@@ -91,9 +99,9 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         from stylerig_au.au.detect import make_detector
 
         measure = OpenFaceMeasure(make_detector("openface"))
-    editor = Editor(G, directions, method=method, measure=measure)
+    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper)
     for au in aus_in_use:
-        directions.index(au)
+        mapper.au_index(au) if mapper is not None else directions.index(au)
     config = quick_config(steps, device, lr)
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
                            device=device, upsample=upsample, log=lambda m: click.echo(m, err=True))

@@ -25,7 +25,10 @@ from stylerig_au.errors import StylerigError
               help="Edits separated by ';', each in the --au syntax: '12=+2;4=+2;smile=1' (12=+2,6=+1 is one two-AU "
                    "edit; 4=@3 an absolute target).")
 @click.option("--methods", "methods_text", default="linear,naive", show_default=True,
-              help="Edit methods: linear (learned directions), naive (global unconditioned W direction per AU, all slots).")
+              help="Edit methods: linear (learned directions), naive (global unconditioned W direction per AU, all slots), "
+                   "mapper (the AU-conditioned mapper).")
+@click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="AU mapper file for the mapper method [default: the one bundled for the generator].")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (rows.jsonl, report.json, report.md, plots, grid.png); a rerun resumes.")
 @click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -37,13 +40,14 @@ from stylerig_au.errors import StylerigError
 @click.option("--steps", type=click.IntRange(1), default=None, help="Inversion steps for photos [default: 60 on a CPU, 500 on CUDA].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
 def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, psi: float, edits_text: str, methods_text: str,
-             out: Path, directions_path: Path | None, data_dir: Path | None, generator_spec: str, steps: int | None,
+             out: Path, mapper_path: Path | None, directions_path: Path | None, data_dir: Path | None, generator_spec: str, steps: int | None,
              device: str) -> None:
     """Edit faces with each edit and method, measure the results with OpenFace and dlib, write a report.
 
     \b
     Examples:
       stylerig-au evaluate --generated 8 --edits '12=+2;4=+2;smile=1' --out eval/
+      stylerig-au evaluate --generated 8 --edits '12=+2;26=+2' --methods linear,mapper,naive --out eval/
       stylerig-au evaluate --photos faces/ --edits '12=+2;26=+2' --methods linear --out eval_photos/
     """
 
@@ -63,10 +67,14 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     use_device(device)
     G = load_generator(generator_spec, device=device)
     linear = LinearDirections.load(directions_path, G) if directions_path is not None else load_default_directions(G)
-    dirs: dict[str, LinearDirections] = {}
+    dirs: dict[str, object] = {}
     for m in methods:
         if m == "linear":
             dirs[m] = linear
+        elif m == "mapper":
+            from stylerig_au.edit.mapper import load_default_mapper
+
+            dirs[m] = load_default_mapper(G, mapper_path, device=device)
         else:  # naive
             readouts = None
             if data_dir is not None:

@@ -7,6 +7,7 @@
 
 from stylerig_au.edit.directions import LinearDirections, conditional
 from stylerig_au.edit.editor import Editor
+from stylerig_au.edit.mapper import AUMapper, load_default_mapper, load_mapper
 from stylerig_au.edit.spec import AU, Edit, Term, only_layers, presets
 
-__all__ = ["AU", "Edit", "Editor", "LinearDirections", "Term", "conditional", "only_layers", "presets"]
+__all__ = ["AU", "AUMapper", "Edit", "Editor", "LinearDirections", "load_default_mapper", "load_mapper", "Term", "conditional", "only_layers", "presets"]

@@ -31,25 +31,36 @@ class Editor:
     Args:
         G: a generator (the :class:`~stylerig_au.models.protocol.Generator` protocol).
         directions: linear AU directions for ``G`` (method 'linear').
-        method: 'linear' | 'mapper' (the mapper is not trained yet).
+        method: 'linear' | 'mapper'.
+        mapper: the AU-conditioned mapper for ``G`` (method 'mapper'; :func:`~stylerig_au.edit.mapper.load_default_mapper`).
         measure: optional ``images [N, 3, R, R] in [-1, 1] -> current AUs`` (a tensor [N, 17] in
             ``AU_NUMBERS`` order or a dict), used for absolute targets when no ``current_aus`` is given.
 
     Raises:
-        StylerigError: unknown method, the mapper, missing directions, or directions for another generator.
+        StylerigError: unknown method, a missing mapper or directions, or either made for another generator.
     """
 
     def __init__(self, G, directions: LinearDirections | None = None, method: str = "linear",
-                 measure: Callable[[torch.Tensor], CurrentAUs] | None = None) -> None:
+                 measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None) -> None:
         if method not in METHODS:
             raise StylerigError(f"unknown edit method '{method}'; choose one of: {', '.join(METHODS)}")
         if method == "mapper":
-            raise StylerigError("the AU mapper is not trained yet; use method='linear'")
-        if directions is None:
+            from stylerig_au.edit.mapper import check_mapper
+
+            if mapper is None:
+                raise StylerigError("method 'mapper' needs an AU mapper (load_default_mapper(G), or load_mapper(path, G))")
+            check_mapper(mapper, G)
+        elif directions is None:
             raise StylerigError("method 'linear' needs LinearDirections (LinearDirections.load(path, G)); "
                                 "none are learned for this generator yet")
-        directions.check(G)
-        self.G, self.directions, self.method, self.measure = G, directions, method, measure
+        if directions is not None:
+            directions.check(G)
+        self.G, self.directions, self.method, self.measure, self.mapper = G, directions, method, measure, mapper
+
+    @property
+    def aus(self) -> tuple[int, ...]:
+        """The AUs this editor's method can edit."""
+        return tuple(self.mapper.aus) if self.method == "mapper" else tuple(self.directions.aus)
 
     def _ws(self, latent: Latent) -> torch.Tensor:
         if isinstance(latent, torch.Tensor):
@@ -68,6 +79,10 @@ class Editor:
         ws = self._ws(latent)
         if current_aus is None and not edit.is_relative and self.measure is not None:
             current_aus = self.measure(self._synth(latent, ws))
+        if self.method == "mapper":
+            from stylerig_au.edit.mapper import apply_mapper
+
+            return apply_mapper(self.mapper, ws, edit, self.G.slots, current_aus)
         return self.directions.apply(ws, edit, current_aus)
 
     def _synth(self, latent: Latent, ws: torch.Tensor) -> torch.Tensor:
@@ -88,10 +103,17 @@ class Editor:
         return self._synth(latent, ws)
 
     def interpolate(self, latent: Latent, edit: Edit, steps: int, current_aus: CurrentAUs | None = None) -> list[torch.Tensor]:
-        """``steps`` W+ frames from the latent (first, bit-identical) to the full edit (last, bit-identical),
-        linearly in W+; only slots the edit changes differ from the input."""
+        """``steps`` W+ frames from the latent (first, bit-identical) to the full edit (last, bit-identical);
+        only slots the edit changes differ from the input.
+
+        Linear directions: frames are linear in W+. The mapper is not linear in ΔAU, so for a relative
+        edit each frame is the mapper's own edit of ``t · ΔAU`` (t = 0 .. 1); absolute targets are
+        interpolated linearly in W+ as for the directions."""
         if not isinstance(steps, int) or steps < 2:
             raise StylerigError(f"interpolation needs at least 2 steps, got {steps!r}")
+        if self.method == "mapper" and isinstance(edit, Edit) and edit.is_relative:
+            return [self._ws(latent).clone() if i == 0 else self.edit(latent, edit * (i / (steps - 1)))
+                    for i in range(steps)]
         start = self._ws(latent)
         end = self.edit(latent, edit, current_aus)
         changed = (end != start).reshape(-1, *start.shape[-2:]).any(dim=(0, 2)).nonzero().flatten()

@@ -257,9 +257,12 @@ class OpenFaceMeasure:
 
 
 def check_edit(editor: Editor, edit: Edit) -> None:
-    """Raise StylerigError (before any slow work) when the editor has no direction for an AU of ``edit``."""
+    """Raise StylerigError (before any slow work) when the editor's method cannot edit an AU of ``edit``."""
     for au in edit:
-        editor.directions.index(au)
+        if editor.method == "mapper":
+            editor.mapper.au_index(au)
+        else:
+            editor.directions.index(au)
 
 
 def render_ws(editor: Editor, subject: Subject, ws: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,95 @@
+"""``stylerig-au train-mapper --out FILE``: train the AU-conditioned mapper M(w+, ΔAU) -> Δw+.
+
+Starts from the linear AU directions (an untrained mapper edits exactly like them) and learns a
+latent-dependent correction, supervised by the student AU detector, with LPIPS and identity terms
+that keep the rest of the face (see :mod:`stylerig_au.edit.mapper_train`). The training state is
+kept in ``<out stem>.train-state.pt`` and saved every ``--save-every`` steps and on Ctrl-C: rerun the
+same command to resume. Under ``torchrun --nproc_per_node N`` the same command trains with
+DistributedDataParallel (one GPU per process with ``--device cuda``; gloo on CPUs).
+
+Writes the mapper file and a model card (``<out stem>.md``) beside it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from stylerig_au.errors import StylerigError
+
+
+def checkpoint_path(out: Path) -> Path:
+    """The resumable training state beside the output: ``<out stem>.train-state.pt``."""
+    return out.with_name(f"{out.stem}.train-state.pt")
+
+
+@click.command(name="train-mapper")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Mapper file to write (.pt); a card (.md) goes beside it.")
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Optimisation steps (each renders 2 x batch faces).")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1), help="Faces per step and process.")
+@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak Adam learning rate (short warm-up, then cosine).")
+@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the training latents.")
+@click.option("--hidden", default=256, show_default=True, type=click.IntRange(8), help="Width of the mapper's MLP.")
+@click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Linear directions to start from [default: the bundled ones].")
+@click.option("--student", "student_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student AU detector [default: the bundled one].")
+@click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
+@click.option("--image-size", default=256, show_default=True, type=click.IntRange(64), help="Side the renders are scored at.")
+@click.option("--save-every", default=25, show_default=True, type=click.IntRange(1), help="Write the training state every N steps.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the AU changes drawn per step.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda (under torchrun: one GPU per process).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
+                 student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
+                 threads: int | None) -> None:
+    """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
+    import torch
+
+    from stylerig_au.au.student import load_student
+    from stylerig_au.commands._editing import use_device
+    from stylerig_au.edit.directions import LinearDirections, load_default_directions
+    from stylerig_au.edit.mapper import load_mapper, new_mapper, save_mapper
+    from stylerig_au.edit.mapper_card import write_mapper_card
+    from stylerig_au.edit.mapper_train import MapperTrainSettings, train_mapper as run
+    from stylerig_au.models import load_generator
+    from stylerig_au.perceptual import load_lpips
+
+    if out.exists() and out.is_dir():
+        raise StylerigError(f"--out {out} is a folder; give a file name such as au-mapper.pt")
+    if out.suffix != ".pt":
+        raise StylerigError(f"--out {out}: the mapper file must end in .pt")
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size,
+                                   save_every=save_every, seed=seed)
+    settings.check()
+    if not device.startswith("cuda"):
+        use_device(device)
+    G = load_generator(generator_spec, device="cpu")
+    directions = LinearDirections.load(directions_path, G) if directions_path else load_default_directions(G)
+    student = load_student(student_path)
+    lpips = load_lpips()
+    mapper = new_mapper(G, directions, hidden=hidden)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    ckpt = checkpoint_path(out)
+    result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log)
+    if result["rank"] != 0:
+        return
+    command = "stylerig-au " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train-mapper"] else \
+        f"stylerig-au train-mapper --out {out.name} --steps {steps} --batch {batch}"
+    meta = {
+        "command": command, "settings": settings.resume_key() | {"steps": steps}, "world": result["world"],
+        "device": device, "directions_created": directions.created, "student": str(student_path) if student_path else "bundled student-au-detector",
+        "losses_first": result["first"], "losses_last": result["last"], "seconds": result["seconds"],
+        "steps_this_run": result["steps_run"], "hidden": hidden,
+        "history": [{k: round(v, 5) for k, v in h.items()} for h in result["history"]],
+    }
+    save_mapper(mapper.cpu(), out, G.name, meta)
+    load_mapper(out, G)  # read back: what is written must load
+    card = write_mapper_card(out, G.name, meta, mapper.config)
+    last = result["last"]
+    click.echo(f"wrote {out} and {card}: last-steps losses " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()))

@@ -1,0 +1,47 @@
+"""The model card of a trained AU mapper: what it is, how it was trained, and its training losses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stylerig_au.edit.mapper import MapperConfig
+from stylerig_au.edit.mapper_train import LOSS_NAMES
+
+
+def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict, config: MapperConfig) -> Path:
+    """Write ``<mapper stem>.md`` beside the mapper file; returns its path."""
+    from stylerig_au.fileio import atomic_write_text
+
+    mapper_file = Path(mapper_file)
+    s = meta.get("settings", {})
+    first, last = meta.get("losses_first", {}), meta.get("losses_last", {})
+    lines = [
+        f"# AU-conditioned mapper for `{generator}`",
+        "",
+        f"- File: `{mapper_file.name}` (format `stylerig-au/au-mapper`, read with `stylerig_au.edit.mapper.load_mapper`).",
+        f"- Made by: `{meta.get('command', 'stylerig-au train-mapper')}` on {meta.get('device')} "
+        f"({meta.get('world', 1)} process(es)); this run: {meta.get('steps_this_run')} steps in {meta.get('seconds', 0) / 60:.1f} min.",
+        f"- Architecture: Δw+ = Σ ΔAU_k · L_k + R(w, ΔAU) − R(w, 0) on {len(config.slots)} editable W+ slots "
+        f"({', '.join(map(str, config.slots))}); L starts as the linear directions (created {meta.get('directions_created')}), "
+        f"R is an MLP ({config.depth} x {config.hidden}, bottleneck {config.bottleneck}) whose output layer starts at zero.",
+        f"- Data: {s.get('steps')} steps x {s.get('batch')} faces x {meta.get('world', 1)} process(es) of generator latents "
+        f"(truncation psi {s.get('psi')}, seeds from 3,000,000, per-slot jitter {s.get('jitter')}), each with 1-{s.get('max_aus')} "
+        f"AU changes of {s.get('delta_min')}-{s.get('delta_max')} ({s.get('negative', 0):.0%} negative), scored at {s.get('image_size')}².",
+        f"- Supervision: the student AU detector ({meta.get('student')}); weights target {s.get('w_target')}, keep {s.get('w_keep')}, "
+        f"outside-LPIPS {s.get('w_outside')}, identity proxy {s.get('w_identity')}, residual size {s.get('w_size')}.",
+        "- Licence: Apache-2.0 like stylerig_au; the student was distilled from OpenFace 2.2 AU models, whose licence is "
+        "academic / non-commercial.",
+        "",
+        "Training losses (means over the first and the last steps of the run):",
+        "",
+        "| loss | first steps | last steps |",
+        "| --- | --- | --- |",
+    ]
+    for k in (*LOSS_NAMES, "total"):
+        if k in first and k in last:
+            lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
+    lines += ["", "Held-out measurements with the OpenFace estimator: `python experiments/eval_edits.py --method mapper`.", ""]
+    path = mapper_file.with_suffix(".md")
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,341 @@
+"""Train the AU-conditioned mapper (:mod:`stylerig_au.edit.mapper`) with the student AU detector.
+
+Each step draws latents w = mapping(z, psi) (seeds from :data:`TRAIN_SEED_START`, disjoint from the
+direction samples and from the held-out faces of the evaluations), spreads them over W+ with a
+little per-slot jitter (inverted photos are W+, not W), and draws one or two AU changes per face.
+Both the face and its edit are rendered and scored, and the loss is
+
+* ``target``: (student AU of the edit − clamp(student AU of the face + ΔAU, 0, 5))² over the edited AUs;
+* ``keep``: (change of every other AU)², so the rest of the expression stays put;
+* ``outside``: LPIPS between face and edit with the regions of the edited AUs blacked out
+  (:func:`region_mask`), so hair, background and the rest of the face do not move;
+* ``identity``: cosine distance between the deepest LPIPS-VGG features of the two face crops, an
+  identity proxy (no differentiable face-recognition network is available offline);
+* ``size``: mean square of the part of Δw+ beyond the linear directions, in units of w's spread.
+
+Runs unchanged under ``torchrun``: with ``WORLD_SIZE`` > 1 each process draws its own faces,
+gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on a CPU), and rank 0 alone
+shows progress and writes files. The training state is saved every ``save_every`` steps and on
+Ctrl-C; rerunning the same command resumes from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stylerig_au.au.vocab import AU
+from stylerig_au.edit.mapper import AUMapper
+from stylerig_au.errors import StylerigError
+
+TRAIN_SEED_START = 3_000_000
+MAX_INTENSITY = 5.0
+# Face regions of FFHQ-aligned images as (left, top, right, bottom) fractions of the side: the FFHQ
+# crop puts the eyes at y ~ 0.48 (x 0.375 / 0.625) and the mouth at y ~ 0.72 (stylerig_au.align).
+REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "brows": (0.22, 0.30, 0.78, 0.48),
+    "eyes": (0.24, 0.40, 0.76, 0.56),
+    "nose": (0.38, 0.42, 0.62, 0.70),
+    "cheeks": (0.20, 0.48, 0.80, 0.76),
+    "mouth": (0.30, 0.60, 0.70, 0.86),
+    "jaw": (0.26, 0.62, 0.74, 0.98),
+}
+FACE_CROP = (0.18, 0.24, 0.82, 0.94)
+LOSS_NAMES = ("target", "keep", "outside", "identity", "size")
+
+
+@dataclass(frozen=True)
+class MapperTrainSettings:
+    """Everything that shapes a training run (a resumed run must use the same, ``steps`` aside)."""
+
+    steps: int = 400
+    batch: int = 2
+    lr: float = 2e-4
+    psi: float = 0.8
+    jitter: float = 0.05
+    max_aus: int = 2
+    delta_min: float = 0.5
+    delta_max: float = 3.0
+    negative: float = 0.2
+    image_size: int = 256
+    w_target: float = 1.0
+    w_keep: float = 1.0
+    w_outside: float = 4.0
+    w_identity: float = 4.0
+    w_size: float = 0.05
+    seed: int = 0
+    save_every: int = 25
+
+    def check(self) -> None:
+        if self.steps < 1 or self.batch < 1 or self.max_aus < 1 or self.save_every < 1:
+            raise StylerigError("steps, batch, max-aus and save-every must be at least 1")
+        if not 0 < self.delta_min <= self.delta_max:
+            raise StylerigError(f"need 0 < delta_min <= delta_max, got {self.delta_min}, {self.delta_max}")
+        if not 0 <= self.negative <= 1:
+            raise StylerigError(f"negative (the share of negative changes) must be in [0, 1], got {self.negative}")
+        if self.image_size < 64:
+            raise StylerigError(f"image_size must be at least 64 (the student needs it), got {self.image_size}")
+
+    def resume_key(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("steps", "save_every")}
+
+
+def region_mask(aus_per_face: list[list[int]], size: int, feather: float = 0.04,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Soft mask float32 [N, 1, size, size] in [0, 1]: 1 inside the regions the listed AUs move
+    (:data:`REGION_BOXES`, by each AU's ``region``), fading to 0 over ``feather`` x size outside them."""
+    coords = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size
+    y, x = coords[:, None], coords[None, :]
+    masks = []
+    for aus in aus_per_face:
+        m = torch.zeros(size, size, device=device)
+        for region in dict.fromkeys(AU[a].region for a in aus):
+            left, top, right, bottom = REGION_BOXES[region]
+            dx = torch.clamp(torch.maximum(left - x, x - right), min=0)
+            dy = torch.clamp(torch.maximum(top - y, y - bottom), min=0)
+            t = torch.clamp(1 - torch.sqrt(dx ** 2 + dy ** 2) / feather, 0, 1)
+            m = torch.maximum(m, t * t * (3 - 2 * t))
+        masks.append(m)
+    return torch.stack(masks)[:, None]
+
+
+def sample_deltas(aus: list[int], n: int, s: MapperTrainSettings, gen: torch.Generator) -> tuple[torch.Tensor, list[list[int]]]:
+    """n random AU-change vectors [n, A] (1..max_aus non-zero entries each) and the AUs each one edits."""
+    delta = torch.zeros(n, len(aus))
+    edited = []
+    for i in range(n):
+        k = int(torch.randint(1, min(s.max_aus, len(aus)) + 1, (1,), generator=gen))
+        picks = torch.randperm(len(aus), generator=gen)[:k]
+        mags = s.delta_min + (s.delta_max - s.delta_min) * torch.rand(k, generator=gen)
+        signs = torch.where(torch.rand(k, generator=gen) < s.negative, -1.0, 1.0)
+        delta[i, picks] = mags * signs
+        edited.append([aus[int(p)] for p in picks])
+    return delta, edited
+
+
+def _crop(images: torch.Tensor, box: tuple[float, float, float, float], size: int) -> torch.Tensor:
+    side = images.shape[-1]
+    left, top, right, bottom = (round(f * side) for f in box)
+    return F.interpolate(images[:, :, top:bottom, left:right], size=(size, size), mode="bilinear", align_corners=False)
+
+
+def identity_proxy(lpips, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 − cosine similarity [N] of the spatially pooled deepest LPIPS-VGG features of the face crops."""
+    fa = lpips.features(_crop(a, FACE_CROP, 128))[-1].mean(dim=(2, 3))
+    fb = lpips.features(_crop(b, FACE_CROP, 128))[-1].mean(dim=(2, 3))
+    return 1 - F.cosine_similarity(fa, fb, dim=1)
+
+
+class MapperLoss:
+    """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs)."""
+
+    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings) -> None:
+        self.student, self.lpips, self.s = student, lpips, s
+        missing = [a for a in aus if a not in student.aus]
+        if missing:
+            raise StylerigError(f"the student AU detector does not score AU {', '.join(map(str, missing))}")
+        self.cols = torch.tensor([student.aus.index(a) for a in aus])
+        self.aus = aus
+
+    def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
+        img = G.synthesis(ws)
+        size = self.s.image_size
+        if img.shape[-1] != size:
+            img = F.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size else "bilinear")
+        return img
+
+    def __call__(self, mapper, G, ws: torch.Tensor, delta: torch.Tensor, edited: list[list[int]]) -> dict[str, torch.Tensor]:
+        module: AUMapper = getattr(mapper, "module", mapper)
+        with torch.no_grad():
+            base = self._render(G, ws).clamp(-1, 1)
+            base_aus = self.student(base)[:, self.cols.to(base.device)]
+        step = mapper(ws, delta)
+        edit = self._render(G, ws + step)
+        edit_aus = self.student(edit)[:, self.cols.to(edit.device)]
+        on = delta != 0
+        target = (base_aus + delta).clamp(0, MAX_INTENSITY)
+        err = (edit_aus - target) ** 2
+        change = (edit_aus - base_aus) ** 2
+        losses = {
+            "target": (err * on).sum() / on.sum().clamp_min(1),
+            "keep": (change * ~on).sum() / (~on).sum().clamp_min(1),
+        }
+        keep = 1 - region_mask(edited, edit.shape[-1], device=edit.device)
+        losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean()
+        losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
+        idx = module.slot_index
+        linear = torch.einsum("na,aed->ned", delta, module.linear.detach())
+        residual = (step.index_select(1, idx) - linear) / module.w_std
+        losses["size"] = residual.pow(2).mean()
+        s = self.s
+        losses["total"] = (s.w_target * losses["target"] + s.w_keep * losses["keep"] + s.w_outside * losses["outside"]
+                           + s.w_identity * losses["identity"] + s.w_size * losses["size"])
+        return losses
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Dist, str]:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); returns (Dist, this process's device).
+
+    On CUDA each process takes GPU ``LOCAL_RANK`` and NCCL; on a CPU, gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(rank, world, local), device
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _lr_at(step: int, s: MapperTrainSettings) -> float:
+    warm = max(1, min(20, s.steps // 10))
+    if step < warm:
+        return s.lr * (step + 1) / warm
+    return s.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, s.steps - warm)))
+
+
+def batch_latents(G, step: int, d: Dist, s: MapperTrainSettings, w_std: torch.Tensor,
+                  device: str | torch.device) -> torch.Tensor:
+    """The W+ latents [batch, num_ws, w_dim] of one step on one rank: seeds from TRAIN_SEED_START,
+    a distinct block per (step, rank), plus per-slot Gaussian jitter of ``jitter`` x ``w_std`` [w_dim]."""
+    from stylerig_au.models import seed_to_z
+
+    first = TRAIN_SEED_START + (step * d.world + d.rank) * s.batch
+    z = torch.cat([seed_to_z(first + i, G.z_dim) for i in range(s.batch)]).to(device)
+    with torch.no_grad():
+        w = G.mapping(z, psi=s.psi)
+    gen = torch.Generator().manual_seed(first)
+    noise = torch.randn(s.batch, G.num_ws, G.w_dim, generator=gen).to(device)
+    return w[:, None].repeat(1, G.num_ws, 1) + s.jitter * noise * w_std.to(device)
+
+
+def _state(mapper: AUMapper, opt: torch.optim.Optimizer, step: int, s: MapperTrainSettings, history: list) -> dict:
+    return {"kind": "stylerig-au/mapper-train-state", "settings": s.resume_key(), "step": step,
+            "mapper": {k: v.detach().cpu() for k, v in mapper.state_dict().items()},
+            "optimizer": opt.state_dict(), "history": history}
+
+
+def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSettings, checkpoint: str | os.PathLike, *,
+                 device: str = "cpu", log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+    """Train ``mapper`` in place (resuming from ``checkpoint`` when it holds a run with the same settings).
+
+    Args:
+        G: the generator (frozen); ``student``: a :class:`~stylerig_au.au.student.StudentAUNet` (frozen);
+        lpips: an :class:`~stylerig_au.perceptual.LPIPS` (frozen).
+        mapper: the mapper to train (e.g. :func:`~stylerig_au.edit.mapper.new_mapper`).
+        checkpoint: the training-state file (written atomically by rank 0).
+    Returns:
+        ``{"history": [per-step mean losses], "first": means of the first steps, "last": of the last steps,
+        "seconds": training time, "world": processes}``.
+    """
+    from stylerig_au.fileio import atomic_path
+
+    settings.check()
+    log = log or (lambda m: None)
+    d, device = init_distributed(device)
+    for module in (G, student, lpips):
+        module.to(device).eval().requires_grad_(False)
+    mapper.to(device).train()
+    opt = torch.optim.Adam(mapper.parameters(), lr=settings.lr)
+    history: list[dict[str, float]] = []
+    start = 0
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("kind") != "stylerig-au/mapper-train-state":
+            raise StylerigError(f"{checkpoint}: not a mapper training state; delete it or choose another --out")
+        if state["settings"] != settings.resume_key():
+            raise StylerigError(f"{checkpoint} was made with other settings; rerun with them, or delete it to start over")
+        mapper.load_state_dict(state["mapper"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = int(state["step"]), list(state["history"])
+        log(f"resuming mapper training from step {start} ({checkpoint})")
+    model = mapper
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(mapper, device_ids=[d.local_rank] if device.startswith("cuda") else None)
+    loss_fn = MapperLoss(student, lpips, mapper.aus, settings)
+
+    def save(step: int) -> None:
+        if d.main:
+            with atomic_path(checkpoint) as tmp:
+                torch.save(_state(mapper, opt, step, settings, history), tmp)
+
+    bar = None
+    if progress and d.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=settings.steps, initial=min(start, settings.steps), desc="train mapper", unit="step")
+    tick = time.perf_counter()
+    step = start
+    try:
+        for step in range(start, settings.steps):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, settings)
+            ws = batch_latents(G, step, d, settings, mapper.w_std, device)
+            gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step * d.world + d.rank)
+            delta, edited = sample_deltas(mapper.aus, settings.batch, settings, gen)
+            losses = loss_fn(model, G, ws, delta.to(device), edited)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            opt.step()
+            values = torch.stack([losses[k].detach() for k in (*LOSS_NAMES, "total")])
+            if d.world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(values)
+                values /= d.world
+            history.append({k: float(v) for k, v in zip((*LOSS_NAMES, "total"), values.cpu())})
+            if bar is not None:
+                recent = history[-20:]
+                bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in ("target", "keep", "outside", "total")})
+                bar.update(1)
+            if (step + 1) % settings.save_every == 0:
+                save(step + 1)
+    except KeyboardInterrupt:
+        save(step)
+        if bar is not None:
+            bar.close()
+        raise StylerigError(f"interrupted at step {step}; the state is in {checkpoint}: rerun the same command to resume") from None
+    if bar is not None:
+        bar.close()
+    save(settings.steps)
+    seconds = time.perf_counter() - tick
+    span = max(1, min(20, len(history) // 4))
+
+    def means(rows: list[dict]) -> dict[str, float]:
+        return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
+
+    mapper.eval()
+    return {"history": history, "first": means(history[:span]), "last": means(history[-span:]),
+            "seconds": seconds, "steps_run": settings.steps - start, "world": d.world, "rank": d.rank}

@@ -1,0 +1,210 @@
+"""The AU-conditioned mapper on a tiny StyleGAN2: its edits, file format, editor/CLI wiring and training loop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylerig_au.au.student import StudentAUNet, StudentConfig
+from stylerig_au.au.vocab import AU_NUMBERS
+from stylerig_au.edit import AU, Editor, LinearDirections
+from stylerig_au.edit.mapper import (AUMapper, MapperConfig, apply_mapper, load_mapper, mapper_from_directions, new_mapper,
+                                     save_mapper)
+from stylerig_au.edit.mapper_train import MapperTrainSettings, region_mask, sample_deltas, train_mapper
+from stylerig_au.errors import StylerigError
+from stylerig_au.perceptual import LPIPS
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_dirs(G) -> LinearDirections:
+    g = torch.Generator().manual_seed(3)
+    middle = torch.tensor([s.group == "middle" for s in G.slots])
+    coarse = torch.tensor([s.group == "coarse" for s in G.slots])
+    return LinearDirections.for_generator(G, {12: torch.randn(G.w_dim, generator=g), 6: torch.randn(G.w_dim, generator=g),
+                                              4: torch.randn(G.w_dim, generator=g)},
+                                          masks={12: middle, 6: middle | coarse, 4: coarse}, scales={12: 3.0, 6: 2.0, 4: 1.5})
+
+
+def sample_ws(G, n: int = 3) -> torch.Tensor:
+    torch.manual_seed(7)
+    with torch.no_grad():
+        return G.mapping(torch.randn(n, G.z_dim))[:, None].repeat(1, G.num_ws, 1)
+
+
+def scramble_residual(mapper: AUMapper, seed: int = 0) -> AUMapper:
+    """Give the residual MLP non-zero weights (a trained mapper's situation)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in mapper.out.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return mapper
+
+
+def tiny_student() -> StudentAUNet:
+    torch.manual_seed(1)
+    return StudentAUNet(StudentConfig(aus=AU_NUMBERS, input_size=32, channels=(8, 16), head=16)).eval()
+
+
+def test_untrained_mapper_edits_like_the_linear_directions(tiny_stylegan2):
+    G = tiny_stylegan2
+    dirs = make_dirs(G)
+    mapper = new_mapper(G, dirs, num_samples=256)
+    ws = sample_ws(G)
+    for edit in (AU(12, 2), AU(12, 1.5) + AU(6, -1), AU(4, 0.5) + AU(6, 2) + AU(12, -3)):
+        torch.testing.assert_close(apply_mapper(mapper, ws, edit, G.slots), dirs.apply(ws, edit), atol=1e-5, rtol=0)
+    assert mapper.config.slots == tuple(s.index for s in G.slots if s.group in ("coarse", "middle"))
+
+
+def test_zero_edit_is_exact_and_untouched_slots_are_copied(tiny_stylegan2):
+    G = tiny_stylegan2
+    mapper = scramble_residual(new_mapper(G, make_dirs(G), num_samples=256))
+    ws = sample_ws(G)
+    assert torch.equal(apply_mapper(mapper, ws, AU(12, 0), G.slots), ws)
+    assert torch.equal(mapper(ws, torch.zeros(3, 3)), torch.zeros_like(ws))
+    out = apply_mapper(mapper, ws, AU(12, 2), G.slots)
+    editable = set(mapper.config.slots)
+    for s in range(G.num_ws):
+        assert torch.equal(out[:, s], ws[:, s]) == (s not in editable)
+    # the residual makes the edit depend on the face (the linear part alone would not)
+    linear = mapper_from_directions(make_dirs(G))
+    step_mapper, step_linear = out - ws, apply_mapper(linear, ws, AU(12, 2), G.slots) - ws
+    assert not torch.allclose(step_mapper[0] - step_mapper[1], step_linear[0] - step_linear[1], atol=1e-4)
+
+
+def test_layer_restriction_absolute_targets_and_errors(tiny_stylegan2):
+    G = tiny_stylegan2
+    mapper = scramble_residual(new_mapper(G, make_dirs(G), num_samples=256))
+    ws = sample_ws(G)
+    coarse = [s.index for s in G.slots if s.group == "coarse"]
+    out = apply_mapper(mapper, ws, AU(6, 2).only_layers("coarse"), G.slots)
+    for s in range(G.num_ws):
+        assert torch.equal(out[:, s], ws[:, s]) == (s not in coarse)
+    # absolute target: ΔAU = target - current
+    current = torch.zeros(3, len(AU_NUMBERS))
+    current[:, AU_NUMBERS.index(12)] = torch.tensor([1.0, 2.0, 3.0])
+    target = apply_mapper(mapper, ws, AU(12, to=3.0), G.slots, current)
+    expect = torch.cat([apply_mapper(mapper, ws[i:i + 1], AU(12, 3.0 - i - 1.0), G.slots) for i in range(3)])
+    torch.testing.assert_close(target, expect)
+    with pytest.raises(StylerigError, match="does not cover AU26"):
+        apply_mapper(mapper, ws, AU(26, 1), G.slots)
+    with pytest.raises(StylerigError, match="pass the current AU intensities"):
+        apply_mapper(mapper, ws, AU(12, to=2.0), G.slots)
+    with pytest.raises(StylerigError, match="expected ws of shape"):
+        apply_mapper(mapper, ws[:, :3], AU(12, 1), G.slots)
+    with pytest.raises(StylerigError, match="ΔAU of shape"):
+        mapper(ws, torch.zeros(3, 5))
+    with pytest.raises(StylerigError, match="at least one AU"):
+        AUMapper(MapperConfig(aus=(), num_ws=8, w_dim=32, slots=(0,)))
+
+
+def test_file_round_trip_and_bad_files(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    mapper = scramble_residual(new_mapper(G, make_dirs(G), num_samples=256))
+    path = save_mapper(mapper, tmp_path / "m.pt", G.name, {"note": "test"})
+    back = load_mapper(path, G)
+    assert back.meta == {"note": "test"} and back.generator == G.name and not back.training
+    ws = sample_ws(G)
+    # weight matrices are stored as float16: edits agree to that precision
+    torch.testing.assert_close(apply_mapper(back, ws, AU(12, 2), G.slots), apply_mapper(mapper, ws, AU(12, 2), G.slots),
+                               atol=2e-3, rtol=0)
+    with pytest.raises(StylerigError, match="no such AU mapper file"):
+        load_mapper(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(StylerigError, match="not a stylerig-au AU mapper file"):
+        load_mapper(tmp_path / "junk.pt")
+    other = save_mapper(mapper, tmp_path / "other.pt", "another-generator")
+    with pytest.raises(StylerigError, match="trained for 'another-generator'"):
+        load_mapper(other, G)
+    blob = torch.load(path, weights_only=True)
+    blob["state"]["out.weight"] = blob["state"]["out.weight"][:, :3]
+    torch.save(blob, tmp_path / "damaged.pt")
+    with pytest.raises(StylerigError, match="damaged AU mapper file"):
+        load_mapper(tmp_path / "damaged.pt")
+
+
+def test_editor_with_the_mapper(tiny_stylegan2):
+    G = tiny_stylegan2
+    mapper = scramble_residual(new_mapper(G, make_dirs(G), num_samples=256)).eval()
+    editor = Editor(G, method="mapper", mapper=mapper)
+    assert editor.aus == (4, 6, 12)
+    ws = sample_ws(G, 1)
+    img = editor.render(ws, AU(12, 2) + AU(6, 1))
+    assert img.shape == (1, 3, G.resolution, G.resolution)
+    assert (img - editor.render(ws)).abs().max() > 1e-3
+    frames = editor.interpolate(ws, AU(12, 2), 4)
+    assert torch.equal(frames[0], ws) and torch.equal(frames[-1], editor.edit(ws, AU(12, 2)))
+    assert torch.equal(frames[1], editor.edit(ws, AU(12, 2 / 3)))  # the mapper's own edit of a third of ΔAU
+    with pytest.raises(StylerigError, match="needs an AU mapper"):
+        Editor(G, method="mapper")
+    mapper.generator = "someone-else"
+    with pytest.raises(StylerigError, match="trained for 'someone-else'"):
+        Editor(G, method="mapper", mapper=mapper)
+
+
+def test_region_mask_and_delta_sampling():
+    m = region_mask([[12], [1, 2], [45, 26]], 64)
+    assert m.shape == (3, 1, 64, 64) and m.min() >= 0 and m.max() <= 1
+    assert m[0, 0, int(0.73 * 64), 32] == 1 and m[0, 0, 2, 2] == 0 and m[0, 0, int(0.38 * 64), 32] == 0  # mouth, not brows
+    assert m[1, 0, int(0.38 * 64), 32] == 1 and m[1, 0, int(0.8 * 64), 32] == 0
+    s = MapperTrainSettings(max_aus=2, delta_min=0.5, delta_max=3.0, negative=0.3)
+    d1, e1 = sample_deltas(list(AU_NUMBERS), 50, s, torch.Generator().manual_seed(5))
+    d2, e2 = sample_deltas(list(AU_NUMBERS), 50, s, torch.Generator().manual_seed(5))
+    assert torch.equal(d1, d2) and e1 == e2
+    nonzero = (d1 != 0).sum(dim=1)
+    assert nonzero.min() >= 1 and nonzero.max() <= 2
+    mags = d1[d1 != 0].abs()
+    assert mags.min() >= 0.5 and mags.max() <= 3.0 and (d1 < 0).any()
+    for row, aus in zip(d1, e1):
+        assert sorted(AU_NUMBERS[i] for i in row.nonzero().flatten()) == sorted(aus)
+    with pytest.raises(StylerigError, match="delta_min"):
+        MapperTrainSettings(delta_min=2, delta_max=1).check()
+
+
+def _train(G, steps: int, ckpt: Path, **kw) -> tuple[AUMapper, dict]:
+    torch.manual_seed(0)
+    mapper = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
+    settings = MapperTrainSettings(steps=steps, batch=2, image_size=64, save_every=2, lr=1e-3, **kw)
+    torch.manual_seed(0)
+    result = train_mapper(G, tiny_student(), LPIPS(), mapper, settings, ckpt, progress=False)
+    return mapper, result
+
+
+def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    before = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
+    straight, result = _train(G, 4, tmp_path / "a.pt")
+    assert len(result["history"]) == 4 and result["steps_run"] == 4 and result["world"] == 1
+    assert set(result["last"]) == {"target", "keep", "outside", "identity", "size", "total"}
+    assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in result["history"])
+    assert (straight.out.weight != 0).any()  # the residual learned something
+    assert not torch.equal(straight.linear, before.linear)
+    # two steps, then the same command with four: resumes at step 2 and ends where the straight run did
+    _train(G, 2, tmp_path / "b.pt")
+    resumed, again = _train(G, 4, tmp_path / "b.pt")
+    assert again["steps_run"] == 2 and len(again["history"]) == 4
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    with pytest.raises(StylerigError, match="other settings"):
+        _train(G, 4, tmp_path / "b.pt", psi=0.5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX process launcher")
+def test_training_under_torchrun_with_two_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(HERE / "mapper_ddp_job.py"), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0["state"]:
+        torch.testing.assert_close(r0["state"][k], r1["state"][k], msg=k)  # DDP kept the replicas identical
+    assert r0["world"] == 2 and r0["history"] == r1["history"]
+    assert (tmp_path / "state.pt").is_file()  # rank 0 wrote the training state
+    # the two ranks drew different faces: their first losses were averaged, not duplicated
+    assert r0["rank_losses"] != r1["rank_losses"]
