@@ -30,6 +30,7 @@ DEMO_EDITS: dict[str, str] = {
     "brow_lowerer": "AU4 (brow lowerer)",
     "jaw_drop": "AU26 (jaw drop)",
     "brow_raise": "AU1 + AU2 (inner + outer brow raiser)",
+    "smile_mapper": "AU6 + AU12 by the AU-conditioned mapper (instead of the linear directions)",
 }
 
 
@@ -126,7 +127,6 @@ def run_demo(
     if edited:
         result.seconds["edits"] = time.perf_counter() - tick
         cells += edited + [np.full_like(original, 255)] * (-len(edited) % 4)
-    result.not_done.append("AU mapper (method 'mapper') is not trained yet: edits use linear directions only")
 
     grid = make_grid(cells, ncols=4, cell=256)
     result.files["grid"] = save_image(out / "demo_grid.png", grid, value_range=(0, 255))
@@ -175,16 +175,24 @@ def _demo_edits(G, record: dict, original: np.ndarray, transform, out: Path, ste
         return []
     editor = Editor(G, directions)
     edits = {"smile": 2 * presets.smile, "brow_lowerer": AU(4, +2), "jaw_drop": AU(26, +2), "brow_raise": 2 * presets.brow_raise}
+    editors = dict.fromkeys(edits, editor)
+    try:
+        from stylerig_au.edit.mapper import load_default_mapper
+
+        editors["smile_mapper"] = Editor(G, method="mapper", mapper=load_default_mapper(G, device=device))
+        edits["smile_mapper"] = 2 * presets.smile
+    except StylerigError as err:
+        result.not_done.append(f"AU mapper: none for {G.name} ({err}); the demo edits use the linear directions only")
     latent = {**record, "ws": record["ws"].float().to(device)}
     measure = OpenFaceMeasure()
     images: dict[str, torch.Tensor] = {}
     pasted_all = []
     for name, edit in edits.items():
-        missing = [au for au in edit if au not in directions.aus]
+        missing = [au for au in edit if au not in editors[name].aus]
         if missing:
             result.not_done.append(f"edit '{name}': the directions have no AU{', AU'.join(map(str, missing))}")
             continue
-        images[name] = editor.render(latent, edit)
+        images[name] = editors[name].render(latent, edit)
         face = to_uint8(images[name][0])
         pasted = paste_back(original, face, transform)
         result.files[f"edit_{name}"] = save_image(out / f"{stem}_{name}.png", pasted, value_range=(0, 255))

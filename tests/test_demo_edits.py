@@ -48,3 +48,24 @@ def test_with_directions_edits_are_written(tiny_stylegan2, tmp_path, monkeypatch
         assert image.shape == photo.shape and not np.array_equal(image, photo)
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"x_{name}.png")), image)
         assert set(result.edits[name]["openface_change"]) <= {"AU1", "AU2", "AU4", "AU6", "AU12"}
+
+
+def test_with_a_mapper_the_demo_adds_a_mapper_smile(tiny_stylegan2, tmp_path, monkeypatch):
+    from stylerig_au.edit import mapper as mapper_module
+
+    G = tiny_stylegan2
+    record, photo, transform = _inputs(G)
+    g = torch.Generator().manual_seed(0)
+    dirs = LinearDirections.for_generator(G, {a: torch.randn(G.w_dim, generator=g) for a in (1, 2, 4, 6, 12, 26)},
+                                          scales={a: 3.0 for a in (1, 2, 4, 6, 12, 26)})
+    mapper = mapper_module.new_mapper(G, dirs, num_samples=256)
+    monkeypatch.setattr(directions_module, "load_default_directions", lambda G: dirs)
+    monkeypatch.setattr(mapper_module, "load_default_mapper", lambda G, device="cpu": mapper)
+    monkeypatch.setattr(photo_module.OpenFaceMeasure, "__call__",
+                        lambda self, images: {a: images.mean(dim=(1, 2, 3)) for a in (1, 2, 4, 6, 12, 26)})
+    result = demo.DemoResult(out_dir=tmp_path)
+    pasted = demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None)
+    assert list(result.edits) == ["smile", "brow_lowerer", "jaw_drop", "brow_raise", "smile_mapper"] and len(pasted) == 5
+    assert not result.not_done
+    # an untrained mapper edits exactly like the linear directions it starts from
+    assert np.abs(pasted[0].astype(int) - pasted[-1]).max() <= 1

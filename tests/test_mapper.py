@@ -208,3 +208,30 @@ def test_training_under_torchrun_with_two_processes(tmp_path):
     assert (tmp_path / "state.pt").is_file()  # rank 0 wrote the training state
     # the two ranks drew different faces: their first losses were averaged, not duplicated
     assert r0["rank_losses"] != r1["rank_losses"]
+
+
+def test_train_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
+    from stylerig_au import perceptual
+    from stylerig_au.au.student import save_student
+    from stylerig_au.cli import main
+    from stylerig_au.models.checkpoints import save_stylegan2
+
+    monkeypatch.setattr(perceptual, "load_lpips", lambda *a, **k: LPIPS())  # random VGG: the wiring is under test
+    G = tiny_stylegan2
+    args = ["--generator", str(save_stylegan2(G, tmp_path / "tiny.pt")), "--directions", str(make_dirs(G).save(tmp_path / "d.pt")),
+            "--student", str(save_student(tiny_student(), tmp_path / "s.pt")), "--image-size", "64", "--hidden", "16",
+            "--batch", "1", "--device", "cpu"]
+    out = tmp_path / "m.pt"
+    assert main(["train-mapper", "--out", str(out), "--steps", "2", *args]) == 0
+    assert "wrote" in capsys.readouterr().out
+    mapper = load_mapper(out, G)
+    assert mapper.meta["settings"]["steps"] == 2 and len(mapper.meta["history"]) == 2
+    assert (tmp_path / "m.train-state.pt").is_file()
+    card = (tmp_path / "m.md").read_text()
+    assert "AU-conditioned mapper" in card and "| target |" in card
+    assert main(["train-mapper", "--out", str(out), "--steps", "3", *args]) == 0  # resumes: one more step
+    assert "resuming mapper training from step 2" in capsys.readouterr().err
+    for bad, message in ((str(tmp_path), "is a directory"), (str(tmp_path / "m.txt"), "must end in .pt")):
+        assert main(["train-mapper", "--out", bad, "--steps", "1", *args]) != 0
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "m.txt").exists()
