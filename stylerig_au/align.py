@@ -168,7 +168,8 @@ def select_faces(dets: list[tuple[tuple[int, int, int, int], float]], all_faces:
         d for d in dets[1:] if d[1] >= SECOND_FACE_SCORE_FRAC * best_score and area(d[0]) >= SECOND_FACE_AREA_FRAC * area(best_box)
     ]
     if rivals:
-        raise StylerigError(f"{name}: {len(rivals) + 1} faces found; pass --all-faces (all_faces=True) or crop the photo to one face")
+        raise StylerigError(f"{name}: {len(rivals) + 1} faces found; choose one (--face K for edit/animate/sweep, "
+                            "--all-faces for align/invert) or crop the photo to one face")
     return dets[:1]
 
 

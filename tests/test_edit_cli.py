@@ -292,6 +292,27 @@ def test_photo_latent_is_cached_by_hash(tiny_stylegan2, tmp_path):
         load_subject(G, photo, config, cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False)
 
 
+def test_group_photo_needs_a_face_choice(tiny_stylegan2, tmp_path):
+    """A photo with two people: without ``face`` a clear error; ``face=K`` picks one (left to right), cached per face."""
+    from .helpers import faces_dir
+
+    require_asset("dlib-landmarks-68")
+    photo = faces_dir() / "unaligned" / "06.png"
+    G, cheap, config = tiny_stylegan2, _CheapPerceptual(), quick_config(2)
+    with pytest.raises(StylerigError, match="2 faces found; choose one \\(--face K"):
+        load_subject(G, photo, config, cache_dir=tmp_path, lpips_model=cheap, progress=False)
+    left, right = (load_subject(G, photo, config, cache_dir=tmp_path, lpips_model=cheap, progress=False, face=k) for k in (0, 1))
+    assert left.latent_path.name == "06_face0.pt" and right.latent_path.name == "06_face1.pt"
+    assert left.record["face_index"] == 0 and right.record["face_index"] == 1
+    assert left.transform.quad[:, 0].mean() < right.transform.quad[:, 0].mean()  # numbered from the left
+    again = load_subject(G, photo, config, cache_dir=tmp_path, lpips_model=cheap, progress=False, face=1, log=lambda m: None)
+    assert not again.inverted
+    with pytest.raises(StylerigError, match="there is no face 2; 2 found"):
+        load_subject(G, photo, config, cache_dir=tmp_path, lpips_model=cheap, progress=False, face=2)
+    with pytest.raises(StylerigError, match="--face chooses a face of a photo"):
+        load_subject(G, left.latent_path, face=0)
+
+
 class _CheapPerceptual(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (x - y).abs().mean(dim=(1, 2, 3))

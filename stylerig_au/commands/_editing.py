@@ -44,6 +44,8 @@ def common_options(f: Callable) -> Callable:
                      help="Where a photo's latent <stem>.pt is cached and reused [default: the output's folder]."),
         click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4),
                      help="Face detector upsampling (for small faces)."),
+        click.option("--face", type=click.IntRange(0), default=None,
+                     help="For a photo with several faces: edit face K (0 = leftmost; `align --all-faces` writes each)."),
         click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N."),
     ]
     for option in reversed(options):
@@ -62,7 +64,7 @@ class Session:
 
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
-          device: str, measures: bool = False) -> Session:
+          device: str, face: int | None = None, measures: bool = False) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
@@ -104,7 +106,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         mapper.au_index(au) if mapper is not None else directions.index(au)
     config = quick_config(steps, device, lr)
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
-                           device=device, upsample=upsample, log=lambda m: click.echo(m, err=True))
+                           device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True))
     if subject.inverted:
         click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
                    f"-> {subject.latent_path}", err=True)

@@ -100,12 +100,12 @@ def check_latent(G, record: dict, name: str = "latent") -> None:
         raise StylerigError(f"{name}: latent has non-finite values")
 
 
-def _cache_ok(record: dict, G, digest: str, config) -> bool:
-    """True when a cached latent matches the photo bytes, the generator and the inversion settings."""
+def _cache_ok(record: dict, G, digest: str, config, face: int | None = None) -> bool:
+    """True when a cached latent matches the photo bytes, the face, the generator and the inversion settings."""
     saved = dict(record.get("config") or {})
     saved.pop("checkpoint_every", None)
     return (record.get("source_sha256") == digest and record.get("generator") == G.name
-            and record.get("face_index") == 0 and record.get("transform") is not None
+            and record.get("face_index") == (face or 0) and record.get("transform") is not None
             and saved == config.schedule_key())
 
 
@@ -118,6 +118,7 @@ def load_subject(
     device: str | torch.device = "cpu",
     lpips_model: torch.nn.Module | None = None,
     upsample: int = 1,
+    face: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Subject:
@@ -131,11 +132,13 @@ def load_subject(
         device: where W+ lives and the generator runs.
         lpips_model: perceptual loss for the inversion (default LPIPS-VGG16, loaded only if needed).
         upsample: dlib detector upsampling for small faces.
+        face: for a photo with several faces, which one (0 = leftmost, as ``align --all-faces`` numbers
+            them); its latent is cached as ``<stem>_face<K>.pt``. Default: the photo's one face.
         progress: show a tqdm bar while inverting; ``log``: where notes go (default: tqdm.write).
 
     Raises:
-        StylerigError: missing/unreadable photo, no face or several faces, a damaged latent file, or a
-            latent of another generator or shape.
+        StylerigError: missing/unreadable photo, no face, several faces without ``face``, no face
+            ``face``, a damaged latent file, or a latent of another generator or shape.
     """
     from tqdm import tqdm
 
@@ -146,6 +149,8 @@ def load_subject(
     log = log or (lambda msg: tqdm.write(msg))
     source = Path(source)
     if is_latent_file(source):
+        if face is not None:
+            raise StylerigError(f"{source}: --face chooses a face of a photo; a latent file holds one face already")
         record = load_latent(source)
         check_latent(G, record, str(source))
         record = {**record, "ws": record["ws"].float().to(device)}
@@ -154,7 +159,7 @@ def load_subject(
     photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
     config = config or quick_config(device=str(device))
     cache = Path(cache_dir) if cache_dir is not None else source.parent
-    latent_path = cache / f"{source.stem}.pt"
+    latent_path = cache / (f"{source.stem}.pt" if face is None else f"{source.stem}_face{face}.pt")
     digest = sha256_file(source)
     record = None
     if latent_path.is_file():
@@ -163,7 +168,7 @@ def load_subject(
         except StylerigError:
             raise StylerigError(f"{latent_path} exists and is not a stylerig-au latent file; it would be overwritten "
                                 "by the photo's latent: move it, or keep latents elsewhere (--latent-dir)") from None
-        if _cache_ok(cached, G, digest, config):
+        if _cache_ok(cached, G, digest, config, face):
             check_latent(G, cached, str(latent_path))
             record = cached
             log(f"reusing the inversion of {source.name} from {latent_path}")
@@ -171,7 +176,7 @@ def load_subject(
     inverted = record is None
     if inverted:
         record = invert_photo(G, source, latent_path, config, device=device, lpips_model=lpips_model,
-                              upsample=upsample, progress=progress, digest=digest)
+                              upsample=upsample, face=face, progress=progress, digest=digest)
     record = {**record, "ws": record["ws"].float().to(device)}
     return Subject(source, record, latent_path, photo, FaceTransform.from_dict(record["transform"]), inverted)
 
@@ -185,10 +190,12 @@ def invert_photo(
     device: str | torch.device = "cpu",
     lpips_model: torch.nn.Module | None = None,
     upsample: int = 1,
+    face: int | None = None,
     progress: bool = True,
     digest: str | None = None,
 ) -> dict:
-    """Align the one face of ``photo``, invert it with ``config`` and write the latent record to ``latent_path``.
+    """Align the one face of ``photo`` (or face ``face``, 0 = leftmost), invert it with ``config`` and write
+    the latent record to ``latent_path``.
 
     Alignment comes first, so a photo without a usable face fails before the loss network is loaded.
     Returns the record (format in :mod:`stylerig_au.invert`). Raises StylerigError like
@@ -199,7 +206,11 @@ def invert_photo(
     from stylerig_au.invert import _make_record, optimize, prepare_jobs, prepare_targets, save_latent
     from stylerig_au.perceptual import load_lpips
 
-    (job,) = prepare_jobs(Path(photo), G.resolution, aligned=False, all_faces=False, upsample=upsample)
+    jobs = prepare_jobs(Path(photo), G.resolution, aligned=False, all_faces=face is not None, upsample=upsample)
+    if face is not None and not 0 <= face < len(jobs):
+        raise StylerigError(f"{photo}: there is no face {face}; {len(jobs)} found, numbered 0-{len(jobs) - 1} from the left "
+                            "(`stylerig-au align --all-faces` writes each)")
+    job = jobs[face or 0]
     if digest is not None and digest != job.source_sha256:
         raise StylerigError(f"{photo}: the file changed while it was being read; try again")
     lpips_model = lpips_model if lpips_model is not None else load_lpips(device=device)
