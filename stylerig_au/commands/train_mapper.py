@@ -30,7 +30,7 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Optimisation steps (each renders 2 x batch faces).")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1), help="Faces per step and process.")
-@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak Adam learning rate (short warm-up, then cosine).")
+@click.option("--lr", default=3e-4, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak Adam learning rate (short warm-up, then cosine).")
 @click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the training latents.")
 @click.option("--hidden", default=256, show_default=True, type=click.IntRange(8), help="Width of the mapper's MLP.")
 @click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Linear directions to start from [default: the bundled ones].")

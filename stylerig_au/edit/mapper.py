@@ -9,7 +9,8 @@ requested AU changes and nothing else move. Its output on the editable slots is
 * ``L_k`` [E, w_dim]: a per-AU, per-slot linear part, initialised from the linear directions
   (``scale_k · mask_k · d_k``), so an untrained mapper edits exactly like them;
 * ``R``: an MLP on ``x`` (the mean w of the editable slots, normalised by the generator's w statistics)
-  and ``ΔAU / DELTA_SCALE``, whose last layer starts at zero. Subtracting ``R(x, 0)`` makes a zero
+  and ``ΔAU / delta_scale``, each through its own input layer (so the few ΔAU inputs weigh as much as
+  the 512 of w), whose last layer starts at zero. Subtracting ``R(x, 0)`` makes a zero
   edit an exact no-op, whatever the weights.
 
 Slots outside the editable ones (the union of the linear directions' slot masks) never change.
@@ -37,8 +38,6 @@ from stylerig_au.errors import StylerigError
 
 FORMAT = "stylerig-au/au-mapper"
 FORMAT_VERSION = 1
-DELTA_SCALE = 2.0  # ΔAU is divided by this before entering the MLP (typical edits are ±1-3)
-
 
 @dataclass(frozen=True)
 class MapperConfig:
@@ -50,6 +49,7 @@ class MapperConfig:
         slots: indices of the editable W+ slots (E of them).
         hidden: width of the MLP trunk; ``depth`` hidden layers.
         bottleneck: width of the layer before the [E * w_dim] output (keeps the file small).
+        delta_scale: ΔAU is divided by this before entering the MLP.
     """
 
     aus: tuple[int, ...]
@@ -59,6 +59,7 @@ class MapperConfig:
     hidden: int = 256
     depth: int = 2
     bottleneck: int = 128
+    delta_scale: float = 0.5
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -67,7 +68,7 @@ class MapperConfig:
     def from_dict(cls, d: dict) -> "MapperConfig":
         return cls(aus=tuple(int(a) for a in d["aus"]), num_ws=int(d["num_ws"]), w_dim=int(d["w_dim"]),
                    slots=tuple(int(s) for s in d["slots"]), hidden=int(d["hidden"]), depth=int(d["depth"]),
-                   bottleneck=int(d["bottleneck"]))
+                   bottleneck=int(d["bottleneck"]), delta_scale=float(d["delta_scale"]))
 
 
 class AUMapper(nn.Module):
@@ -77,6 +78,8 @@ class AUMapper(nn.Module):
         super().__init__()
         if not config.aus or not config.slots:
             raise StylerigError("an AU mapper needs at least one AU and one editable slot")
+        if config.depth < 1 or not config.delta_scale > 0:
+            raise StylerigError(f"an AU mapper needs depth >= 1 and delta_scale > 0, got {config.depth}, {config.delta_scale}")
         if any(not 0 <= s < config.num_ws for s in config.slots):
             raise StylerigError(f"mapper slots must lie in 0..{config.num_ws - 1}, got {list(config.slots)}")
         self.config = config
@@ -84,12 +87,12 @@ class AUMapper(nn.Module):
         self.linear = nn.Parameter(torch.zeros(a, e, d))
         self.register_buffer("w_mean", torch.zeros(d))
         self.register_buffer("w_std", torch.ones(d))
-        layers: list[nn.Module] = []
-        width = d + a
-        for _ in range(config.depth):
-            layers += [nn.Linear(width, config.hidden), nn.LeakyReLU(0.2)]
-            width = config.hidden
-        layers += [nn.Linear(width, config.bottleneck), nn.LeakyReLU(0.2)]
+        self.w_in = nn.Linear(d, config.hidden)
+        self.delta_in = nn.Linear(a, config.hidden, bias=False)
+        layers: list[nn.Module] = [nn.LeakyReLU(0.2)]
+        for _ in range(config.depth - 1):
+            layers += [nn.Linear(config.hidden, config.hidden), nn.LeakyReLU(0.2)]
+        layers += [nn.Linear(config.hidden, config.bottleneck), nn.LeakyReLU(0.2)]
         self.trunk = nn.Sequential(*layers)
         self.out = nn.Linear(config.bottleneck, e * d)
         nn.init.zeros_(self.out.weight)
@@ -109,7 +112,7 @@ class AUMapper(nn.Module):
                                 f"(AU {', '.join(map(str, c.aus))}), got {list(delta.shape)}")
 
     def _residual(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(torch.cat([x, delta / DELTA_SCALE], dim=1))
+        h = self.trunk(self.w_in(x) + self.delta_in(delta / self.config.delta_scale))
         return self.out(h).view(x.shape[0], len(self.config.slots), self.config.w_dim)
 
     def slot_delta(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

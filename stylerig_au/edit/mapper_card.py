@@ -24,7 +24,7 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         f"({meta.get('world', 1)} process(es)); this run: {meta.get('steps_this_run')} steps in {meta.get('seconds', 0) / 60:.1f} min.",
         f"- Architecture: Δw+ = Σ ΔAU_k · L_k + R(w, ΔAU) − R(w, 0) on {len(config.slots)} editable W+ slots "
         f"({', '.join(map(str, config.slots))}); L starts as the linear directions (created {meta.get('directions_created')}), "
-        f"R is an MLP ({config.depth} x {config.hidden}, bottleneck {config.bottleneck}) whose output layer starts at zero.",
+        f"R is an MLP (w and ΔAU/{config.delta_scale} through separate input layers, {config.depth} x {config.hidden}, bottleneck {config.bottleneck}) whose output layer starts at zero.",
         f"- Data: {s.get('steps')} steps x {s.get('batch')} faces x {meta.get('world', 1)} process(es) of generator latents "
         f"(truncation psi {s.get('psi')}, seeds from 3,000,000, per-slot jitter {s.get('jitter')}), each with 1-{s.get('max_aus')} "
         f"AU changes of {s.get('delta_min')}-{s.get('delta_max')} ({s.get('negative', 0):.0%} negative), scored at {s.get('image_size')}².",

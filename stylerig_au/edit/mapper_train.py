@@ -57,7 +57,7 @@ class MapperTrainSettings:
 
     steps: int = 400
     batch: int = 2
-    lr: float = 2e-4
+    lr: float = 3e-4
     psi: float = 0.8
     jitter: float = 0.05
     max_aus: int = 2
