@@ -606,6 +606,7 @@ def _stats(rows: list[dict]) -> dict[str, Any]:
         "target_change": _mean(t["target_change"] for t in terms),
         "achieved_change": _mean(t["achieved_change"] for t in terms),
         "abs_error": _mean(abs(t["error"]) if t["error"] is not None else None for t in terms),
+        "au_mse": _mean(t["error"] ** 2 if t["error"] is not None else None for t in terms),
         "drift": _mean(r["drift"] for r in ok),
         "identity_distance": _mean(r["identity_distance"] for r in ok),
         "background_lpips": _mean(r["background_lpips"] for r in ok),
@@ -621,6 +622,7 @@ def summarize(rows: list[dict], edits: Sequence[NamedEdit], methods: Sequence[st
 
     Per AU, the means are over every edit term of that AU (``target_change``, ``achieved_change``,
     ``abs_error`` = mean |achieved - target|, ``within_0.5`` = share of terms with |error| <= 0.5);
+    ``au_mse`` (per method, edit, overall) is the mean of (achieved - target)² over the edit terms;
     the other means are over rows.
     """
     per_au: dict[str, dict] = {}
@@ -666,10 +668,10 @@ def report_markdown(report: dict) -> str:
                    "ID: dlib identity distance (same person < 0.6); bg: background outside the face mask; "
                    "pose: largest head-angle change (degrees); s: seconds to edit + render one image."), "",
               "## Per method", "",
-              "| method | rows | measured | abs err | drift | ID | bg LPIPS | bg RMSE | pose° | s/img |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| method | rows | measured | abs err | AU-MSE | drift | ID | bg LPIPS | bg RMSE | pose° | s/img |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m, p in report["per_method"].items():
-        lines.append(f"| {m} | {p['rows']} | {p['measured']} | {_fmt(p['abs_error'])} | {_fmt(p['drift'])} | "
+        lines.append(f"| {m} | {p['rows']} | {p['measured']} | {_fmt(p['abs_error'])} | {_fmt(p.get('au_mse'))} | {_fmt(p['drift'])} | "
                      f"{_fmt(p['identity_distance'])} | {_fmt(p['background_lpips'], 3)} | {_fmt(p['background_rmse'], 4)} | "
                      f"{_fmt(p['pose_change_max_deg'], 1)} | {_fmt(p['seconds'])} |")
     lines += ["", "## Per AU: target vs achieved change", "",

@@ -103,6 +103,8 @@ def test_report_keys_ranges_and_files(tiny_stylegan2, tmp_path):
     overall = report["overall"]
     assert overall["rows"] == overall["measured"] == 18 and overall["no_face"] == 0
     assert overall["abs_error"] >= 0 and 0 <= overall["drift"] <= 5
+    errors = [t["error"] for r in report["rows"] for t in r["aus"]]
+    assert abs(overall["au_mse"] - sum(e * e for e in errors) / len(errors)) < 1e-9
     for p in report["per_au"]["linear"].values():
         assert p["terms"] > 0 and 0 <= p["within_0.5"] <= 1
     md = (out / "report.md").read_text()

@@ -235,3 +235,29 @@ def test_train_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
         assert main(["train-mapper", "--out", bad, "--steps", "1", *args]) != 0
         assert message in capsys.readouterr().err
     assert not (tmp_path / "m.txt").exists()
+
+
+@pytest.mark.slow
+def test_bundled_mapper_moves_the_asked_au_on_the_real_generator():
+    """The committed mapper loads for MobileStyleGAN and an AU12 +2 edit raises AU12 (student-measured) on a held-out face."""
+    from stylerig_au.au.student import load_student
+    from stylerig_au.edit.mapper import load_default_mapper
+    from stylerig_au.models import load_generator, seed_to_z
+
+    from .helpers import require_asset
+
+    require_asset("mobilestylegan-ffhq-1024")
+    G = load_generator()
+    mapper = load_default_mapper(G)
+    assert mapper.meta["settings"]["steps"] >= 100 and len(mapper.aus) == 17
+    editor = Editor(G, method="mapper", mapper=mapper)
+    with torch.no_grad():
+        ws = G.mapping(seed_to_z(2_000_001, G.z_dim), psi=0.8)[:, None].repeat(1, G.num_ws, 1)
+    student = load_student()
+    before, after = (student(_downsample(editor.render(ws, e))) for e in (None, AU(12, 2)))
+    k = student.aus.index(12)
+    assert float(after[0, k] - before[0, k]) > 0.5
+
+
+def _downsample(images: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(images, size=256, mode="area")

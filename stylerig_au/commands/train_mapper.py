@@ -84,7 +84,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     meta = {
         "command": command, "settings": settings.resume_key() | {"steps": steps}, "world": result["world"],
         "device": device, "directions_created": directions.created, "student": str(student_path) if student_path else "bundled student-au-detector",
-        "losses_first": result["first"], "losses_last": result["last"], "seconds": result["seconds"],
+        "losses_first": result["first"], "losses_last": result["last"], "losses_span": result["span"], "seconds": result["seconds"],
         "steps_this_run": result["steps_run"], "hidden": hidden,
         "history": [{k: round(v, 5) for k, v in h.items()} for h in result["history"]],
     }

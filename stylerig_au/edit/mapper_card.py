@@ -33,7 +33,8 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         "- Licence: Apache-2.0 like stylerig_au; the student was distilled from OpenFace 2.2 AU models, whose licence is "
         "academic / non-commercial.",
         "",
-        "Training losses (means over the first and the last steps of the run):",
+        f"Training losses (means over the first and the last {meta.get('losses_span', 20)} steps of the run; each step",
+        "draws new faces and AU changes, so single steps are noisy):",
         "",
         "| loss | first steps | last steps |",
         "| --- | --- | --- |",

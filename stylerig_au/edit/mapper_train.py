@@ -254,7 +254,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         mapper: the mapper to train (e.g. :func:`~stylerig_au.edit.mapper.new_mapper`).
         checkpoint: the training-state file (written atomically by rank 0).
     Returns:
-        ``{"history": [per-step mean losses], "first": means of the first steps, "last": of the last steps,
+        ``{"history": [per-step mean losses], "first" / "last": means over the first / last ``span`` steps,
         "seconds": training time, "world": processes}``.
     """
     from stylerig_au.fileio import atomic_path
@@ -337,5 +337,5 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
 
     mapper.eval()
-    return {"history": history, "first": means(history[:span]), "last": means(history[-span:]),
+    return {"history": history, "first": means(history[:span]), "last": means(history[-span:]), "span": span,
             "seconds": seconds, "steps_run": settings.steps - start, "world": d.world, "rank": d.rank}
