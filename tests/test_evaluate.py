@@ -272,7 +272,7 @@ def test_cli_mapper_method_side_by_side(cli_setup, tiny_stylegan2, tmp_path, cap
 
 @pytest.mark.slow
 def test_real_generator_generated_faces(tmp_path):
-    """The default generator, OpenFace, dlib and LPIPS-VGG on 2 held-out faces x 2 edits x 2 methods."""
+    """The default generator, OpenFace, dlib and LPIPS-VGG on 2 held-out faces x 2 edits x 3 methods (linear, mapper, naive)."""
     from stylerig_au.models import load_generator
 
     for name in ("mobilestylegan-ffhq-1024", "openface-2.2-au", "dlib-landmarks-68", "dlib-face-recognition", "lpips-vgg16"):
@@ -288,11 +288,16 @@ def test_real_generator_generated_faces(tmp_path):
         linear = LinearDirections.for_generator(G, {a: torch.randn(G.w_dim, generator=g) for a in (12, 26)},
                                                 scales={12: 1.5, 26: 1.5}, meta={"note": "random (no bundled file yet)"})
         note = "random"
-    dirs = {"linear": linear, "naive": ev.naive_directions(linear)}
+    from stylerig_au.edit.mapper import load_default_mapper
+
+    dirs = {"linear": linear, "mapper": load_default_mapper(G), "naive": ev.naive_directions(linear)}
     result = ev.evaluate(G, ev.generated_faces(G, 2), ev.parse_edits("12=+2;26=+2"), dirs, tmp_path / "out",
                          progress=False, settings={"directions_note": note})
     report = result.report
-    assert report["overall"]["rows"] == 8 and report["overall"]["measured"] >= 4
+    assert report["overall"]["rows"] == 12 and report["overall"]["measured"] >= 6
+    assert report["methods"] == ["linear", "mapper", "naive"]
+    for stats in report["per_method"].values():
+        assert stats["au_mse"] is None or 0 <= stats["au_mse"] <= 25
     for row in report["rows"]:
         if row["status"] != "ok":
             continue
