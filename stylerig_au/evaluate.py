@@ -221,7 +221,9 @@ def _check_au(source, au: int) -> None:
 def _describe(source) -> dict:
     """What a method's rows were made with (rows of another version are not reused)."""
     if _is_mapper(source):
-        return {"method": "mapper", "created": getattr(source, "created", None)}
+        command = (getattr(source, "meta", None) or {}).get("command")
+        return {"method": "AU-conditioned mapper" + (f" made by `{command}`" if command else ""),
+                "created": getattr(source, "created", None)}
     return {"method": source.method, "created": source.created}
 
 
