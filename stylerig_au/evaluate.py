@@ -214,10 +214,6 @@ def _is_mapper(source) -> bool:
     return isinstance(source, AUMapper)
 
 
-def _check_au(source, au: int) -> None:
-    source.au_index(au) if _is_mapper(source) else source.index(au)
-
-
 def _describe(source) -> dict:
     """What a method's rows were made with (rows of another version are not reused)."""
     if _is_mapper(source):
@@ -490,13 +486,13 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
         raise StylerigError("no edits to evaluate")
     if not methods:
         raise StylerigError("no methods to evaluate")
-    for name, dirs in methods.items():
+    editors = {m: make_editor(G, d) for m, d in methods.items()}
+    for name, editor in editors.items():
         for named in edits:
-            for au in named.edit:
-                try:
-                    _check_au(dirs, au)
-                except StylerigError as err:
-                    raise StylerigError(f"method {name}, edit '{named.label}': {err}") from None
+            try:
+                editor.check_aus(named.edit)
+            except StylerigError as err:
+                raise StylerigError(f"method {name}, edit '{named.label}': {err}") from None
     if instruments is not None:
         _check_measured(edits, instruments.aus)
     settings = {"generator": G.name, **(settings or {}),
@@ -506,7 +502,6 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
     rows_path = out / "rows.jsonl"
     rows = _read_rows(rows_path)
     have = {(r["face"], r["edit_key"], r["method"]) for r in rows if r.get("settings_key") == _settings_key(settings, r["method"])}
-    editors = {m: make_editor(G, d) for m, d in methods.items()}
     todo = [(names[i], e, m) for i in range(len(faces)) for e in edits for m in methods if (names[i], e.key, m) not in have]
     skipped = len(faces) * len(edits) * len(methods) - len(todo)
     if log and skipped:

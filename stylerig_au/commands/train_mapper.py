@@ -56,19 +56,14 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     from stylerig_au.models import load_generator
     from stylerig_au.perceptual import load_lpips
 
-    if out.exists() and out.is_dir():
-        raise StylerigError(f"--out {out} is a folder; give a file name such as au-mapper.pt")
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
     if threads:
         torch.set_num_threads(threads)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    use_device(device)  # under torchrun each process then takes its own GPU (mapper_train.init_distributed)
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size,
                                    save_every=save_every, seed=seed)
     settings.check()
-    if not device.startswith("cuda"):
-        use_device(device)
     G = load_generator(generator_spec, device="cpu")
     directions = LinearDirections.load(directions_path, G) if directions_path else load_default_directions(G)
     student = load_student(student_path)

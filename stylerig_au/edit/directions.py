@@ -148,11 +148,7 @@ class LinearDirections:
         """
         if not isinstance(edit, Edit):
             raise StylerigError(f"expected an Edit (e.g. AU(12, 2)), got {type(edit).__name__}")
-        single = ws.ndim == 2
-        batch = ws[None] if single else ws
-        if batch.ndim != 3 or tuple(batch.shape[1:]) != (self.num_ws, self.w_dim):
-            raise StylerigError(f"expected ws of shape [N, {self.num_ws}, {self.w_dim}] or [{self.num_ws}, {self.w_dim}], "
-                                f"got {list(ws.shape)}")
+        batch, single = as_batch(ws, self.num_ws, self.w_dim)
         n = batch.shape[0]
         delta = torch.zeros(n, self.num_ws, self.w_dim, dtype=torch.float32, device=ws.device)
         touched = torch.zeros(self.num_ws, dtype=torch.bool)
@@ -166,11 +162,7 @@ class LinearDirections:
             touched |= weights > 0
             step = (amount * self.scales[i].item())[:, None, None] * weights.to(ws.device)[None, :, None]
             delta += step * self.directions[i].to(ws.device)[None, None, :]
-        out = batch.clone()
-        idx = touched.nonzero().flatten().to(ws.device)
-        if idx.numel():
-            out[:, idx] = (batch[:, idx].float() + delta[:, idx]).to(ws.dtype)
-        return out[0] if single else out
+        return add_on_slots(batch, delta, touched, single)
 
     # --- files
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +211,30 @@ class LinearDirections:
             except StylerigError as err:
                 raise StylerigError(f"{path}: {err}") from None
         return dirs
+
+
+def as_batch(ws: torch.Tensor, num_ws: int, w_dim: int) -> tuple[torch.Tensor, bool]:
+    """ws [N, num_ws, w_dim] or [num_ws, w_dim] -> (a [N, num_ws, w_dim] view, whether it was a single latent).
+
+    Raises:
+        StylerigError: any other shape.
+    """
+    single = ws.ndim == 2
+    batch = ws[None] if single else ws
+    if batch.ndim != 3 or tuple(batch.shape[1:]) != (num_ws, w_dim):
+        raise StylerigError(f"expected ws of shape [N, {num_ws}, {w_dim}] or [{num_ws}, {w_dim}], got {list(ws.shape)}")
+    return batch, single
+
+
+def add_on_slots(batch: torch.Tensor, delta: torch.Tensor, touched: torch.Tensor, single: bool) -> torch.Tensor:
+    """A copy of ``batch`` [N, num_ws, w_dim] with float32 ``delta`` (same shape) added on the slots where the
+    bool ``touched`` [num_ws] is set, in float32 then back to the latents' dtype; every other slot is copied
+    bit for bit. Returns [num_ws, w_dim] when ``single``."""
+    out = batch.clone()
+    idx = touched.nonzero().flatten().to(batch.device)
+    if idx.numel():
+        out[:, idx] = (batch[:, idx].float() + delta[:, idx]).to(batch.dtype)
+    return out[0] if single else out
 
 
 def _current(current_aus: CurrentAUs | None, au: int, n: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ Invert a photo once (``stylerig-au invert`` writes a latent file), then edit it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -61,6 +61,11 @@ class Editor:
     def aus(self) -> tuple[int, ...]:
         """The AUs this editor's method can edit."""
         return tuple(self.mapper.aus) if self.method == "mapper" else tuple(self.directions.aus)
+
+    def check_aus(self, aus: Iterable[int | str]) -> None:
+        """Raise StylerigError (before any slow work) naming the first AU this editor's method cannot edit."""
+        for au in aus:
+            self.mapper.au_index(au) if self.method == "mapper" else self.directions.index(au)
 
     def _ws(self, latent: Latent) -> torch.Tensor:
         if isinstance(latent, torch.Tensor):

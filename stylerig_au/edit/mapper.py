@@ -261,16 +261,13 @@ def apply_mapper(mapper: AUMapper, ws: torch.Tensor, edit, slots, current_aus=No
     Raises:
         StylerigError: wrong shape, an AU the mapper does not cover, a target without ``current_aus``.
     """
-    from stylerig_au.edit.directions import _current
+    from stylerig_au.edit.directions import _current, add_on_slots, as_batch
     from stylerig_au.edit.spec import Edit, layer_mask
 
     if not isinstance(edit, Edit):
         raise StylerigError(f"expected an Edit (e.g. AU(12, 2)), got {type(edit).__name__}")
-    single = ws.ndim == 2
-    batch = ws[None] if single else ws
     c = mapper.config
-    if batch.ndim != 3 or tuple(batch.shape[1:]) != (c.num_ws, c.w_dim):
-        raise StylerigError(f"expected ws of shape [N, {c.num_ws}, {c.w_dim}] or [{c.num_ws}, {c.w_dim}], got {list(ws.shape)}")
+    batch, single = as_batch(ws, c.num_ws, c.w_dim)
     n = batch.shape[0]
     delta = torch.zeros(n, len(c.aus))
     weights = torch.zeros(c.num_ws)
@@ -280,8 +277,4 @@ def apply_mapper(mapper: AUMapper, ws: torch.Tensor, edit, slots, current_aus=No
         weights = torch.maximum(weights, layer_mask(term.layers, slots).float())
     device = next(mapper.parameters()).device
     step = mapper(batch.to(device), delta.to(device)).to(ws.device) * weights.to(ws.device)[None, :, None]
-    touched = (step != 0).any(dim=(0, 2)).nonzero().flatten()
-    out = batch.clone()
-    if touched.numel():
-        out[:, touched] = (batch[:, touched].float() + step[:, touched]).to(ws.dtype)
-    return out[0] if single else out
+    return add_on_slots(batch, step, (step != 0).any(dim=(0, 2)), single)

@@ -267,15 +267,6 @@ class OpenFaceMeasure:
 # ----------------------------------------------------------------------------- rendering
 
 
-def check_edit(editor: Editor, edit: Edit) -> None:
-    """Raise StylerigError (before any slow work) when the editor's method cannot edit an AU of ``edit``."""
-    for au in edit:
-        if editor.method == "mapper":
-            editor.mapper.au_index(au)
-        else:
-            editor.directions.index(au)
-
-
 def render_ws(editor: Editor, subject: Subject, ws: torch.Tensor) -> np.ndarray:
     """The face of one W+ ``ws`` [num_ws, w_dim] with the subject's noise maps: uint8 [R, R, 3]."""
     from stylerig_au.imageio import to_uint8
