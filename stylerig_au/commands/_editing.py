@@ -102,8 +102,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
 
         measure = OpenFaceMeasure(make_detector("openface"))
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper)
-    for au in aus_in_use:
-        mapper.au_index(au) if mapper is not None else directions.index(au)
+    editor.check_aus(aus_in_use)
     config = quick_config(steps, device, lr)
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
                            device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True))
@@ -120,4 +119,6 @@ def use_device(device: str) -> None:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
-        torch.cuda.set_device(torch.device(device))
+        chosen = torch.device(device)
+        if chosen.index is not None:  # plain 'cuda' keeps the current GPU (set_device rejects a device without an index)
+            torch.cuda.set_device(chosen)
