@@ -23,6 +23,7 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="AU sample dataset folder (made by --build or learn-directions).")
 @click.option("--build", type=click.IntRange(1), default=None, help="First make or extend the dataset to this many samples (resumable; ~1 s per sample on a CPU).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
+@click.option("--build-workers", default=1, show_default=True, type=click.IntRange(1), help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(1), help="Passes over the training split.")
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1), help="Faces per training step.")
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak AdamW learning rate (one warm-up epoch, then cosine).")
@@ -33,7 +34,7 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator for --build.")
-def train_detector(data_dir: Path, build: int | None, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
+def train_detector(data_dir: Path, build: int | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
                    holdout: float, input_size: int, seed: int, device: str, threads: int | None, generator_spec: str) -> None:
     """Train the fast, differentiable student AU detector on OpenFace-labelled generator faces."""
     import torch
@@ -50,7 +51,7 @@ def train_detector(data_dir: Path, build: int | None, out: Path, epochs: int, ba
         from stylerig_au.models import load_generator
 
         G = load_generator(generator_spec, device=device)
-        build_samples(G, data_dir, build, device=device, log=log)
+        build_samples(G, data_dir, build, device=device, workers=build_workers, log=log)
         del G
     if not build and not (data_dir / "meta.json").is_file():
         raise StylerigError(f"{data_dir}: no AU sample dataset here; make one with --build N (e.g. --build 2000, ~1 s per sample on a CPU)")
