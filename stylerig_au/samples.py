@@ -146,14 +146,18 @@ def _worker_init(G, detector, settings: dict, threads: int) -> None:
     _WORKER.update(G=G, detector=detector, **settings)
 
 
-def _worker_chunk(path: str, seeds: list[int]) -> int:
-    """Make one chunk in a build worker process and write it atomically; returns its sample count."""
+def _save_chunk(path: Path, chunk: dict[str, torch.Tensor]) -> None:
+    """Write one chunk atomically (an interrupted write leaves no chunk file behind)."""
     from stylerig_au.fileio import atomic_path
 
-    w = _WORKER
-    chunk = _make_chunk(w["G"], w["detector"], seeds, w["psi"], w["image_size"], "cpu", w["batch_size"])
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(chunk, tmp)
+
+
+def _worker_chunk(path: str, seeds: list[int]) -> int:
+    """Make and save one chunk in a build worker process; returns its sample count."""
+    w = _WORKER
+    _save_chunk(Path(path), _make_chunk(w["G"], w["detector"], seeds, w["psi"], w["image_size"], "cpu", w["batch_size"]))
     return len(seeds)
 
 
@@ -180,7 +184,6 @@ def build_samples(G, folder: str | os.PathLike, num: int, *, detector=None, psi:
     from tqdm import tqdm
 
     from stylerig_au.au.detect import make_detector
-    from stylerig_au.fileio import atomic_path
 
     if num < 1 or chunk_size < 1:
         raise StylerigError("the dataset needs at least one sample and chunks of at least one")
@@ -204,9 +207,7 @@ def build_samples(G, folder: str | os.PathLike, num: int, *, detector=None, psi:
     try:
         if workers == 1 or len(todo) <= 1:
             for i in todo:
-                chunk = _make_chunk(G, detector, seeds_of[i], psi, image_size, device, batch_size, bar.update)
-                with atomic_path(_chunk_path(folder, i)) as tmp:
-                    torch.save(chunk, tmp)
+                _save_chunk(_chunk_path(folder, i), _make_chunk(G, detector, seeds_of[i], psi, image_size, device, batch_size, bar.update))
         else:
             _build_in_workers(G, detector, folder, todo, seeds_of, workers, bar,
                               {"psi": psi, "image_size": image_size, "batch_size": batch_size})

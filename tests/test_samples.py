@@ -39,7 +39,7 @@ def test_workers_make_the_same_chunks_and_resume(tiny_stylegan2, tmp_path):
     again = load_samples(two_dir, with_images=True)
     assert again.seeds.tolist() == list(range(8))
     torch.testing.assert_close(again.w[:6], one.w, rtol=1e-5, atol=1e-5)
-    assert not list(two_dir.glob("*.tmp*"))
+    assert not list(two_dir.glob("*partial*"))  # atomic_path's temporary files
 
 
 def test_build_rejects_bad_worker_settings(tiny_stylegan2, tmp_path):
