@@ -235,6 +235,24 @@ def test_train_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
         assert main(["train-mapper", "--out", bad, "--steps", "1", *args]) != 0
         assert message in capsys.readouterr().err
     assert not (tmp_path / "m.txt").exists()
+    for bad, message in (("keep", "expected LOSS=W"), ("grip=2", "expected LOSS=W"), ("keep=x", "is not a number"),
+                         ("keep=-1", "finite number >= 0")):
+        assert main(["train-mapper", "--out", str(tmp_path / "w.pt"), "--steps", "1", "--weight", bad, *args]) != 0
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "w.pt").exists()
+    assert main(["train-mapper", "--out", str(tmp_path / "w.pt"), "--steps", "1", "--weight", "keep=2.5", "--weight", "size=0", *args]) == 0
+    settings = load_mapper(tmp_path / "w.pt", G).meta["settings"]
+    assert settings["w_keep"] == 2.5 and settings["w_size"] == 0 and settings["w_target"] == 1.0
+    assert "keep 2.5" in (tmp_path / "w.md").read_text()
+
+
+def test_parse_loss_weights():
+    from stylerig_au.commands.train_mapper import parse_loss_weights
+
+    assert parse_loss_weights(()) == {}
+    assert parse_loss_weights(("keep=2", " outside = 0.5")) == {"w_keep": 2.0, "w_outside": 0.5}
+    with pytest.raises(StylerigError, match="finite"):
+        parse_loss_weights(("target=inf",))
 
 
 @pytest.mark.slow

@@ -26,6 +26,29 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.train-state.pt")
 
 
+def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
+    """``("keep=2", "size=0.1")`` -> ``{"w_keep": 2.0, "w_size": 0.1}`` (MapperTrainSettings fields).
+
+    Raises StylerigError for an unknown loss name, a missing '=' or a negative / non-numeric weight.
+    """
+    from stylerig_au.edit.mapper_train import LOSS_NAMES
+
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        if not sep or name not in LOSS_NAMES:
+            raise StylerigError(f"--weight {spec!r}: expected LOSS=W with LOSS one of {', '.join(LOSS_NAMES)}")
+        try:
+            w = float(value)
+        except ValueError:
+            raise StylerigError(f"--weight {spec!r}: {value!r} is not a number") from None
+        if not w >= 0 or w == float("inf"):
+            raise StylerigError(f"--weight {spec!r}: a weight must be a finite number >= 0")
+        out[f"w_{name}"] = w
+    return out
+
+
 @click.command(name="train-mapper")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Optimisation steps (each renders 2 x batch faces).")
@@ -39,11 +62,14 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--image-size", default=256, show_default=True, type=click.IntRange(64), help="Side the renders are scored at.")
 @click.option("--save-every", default=25, show_default=True, type=click.IntRange(1), help="Write the training state every N steps.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the AU changes drawn per step.")
+@click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
+              help="Weight of one loss term, repeatable: target, keep, outside, identity, size "
+                   "[defaults 1, 1, 4, 4, 0.05], e.g. --weight keep=2 to hold the other AUs more firmly.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda (under torchrun: one GPU per process).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
-                 threads: int | None) -> None:
+                 weights: tuple[str, ...], threads: int | None) -> None:
     """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
     import torch
 
@@ -62,7 +88,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
         torch.set_num_threads(threads)
     use_device(device)  # under torchrun each process then takes its own GPU (mapper_train.init_distributed)
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size,
-                                   save_every=save_every, seed=seed)
+                                   save_every=save_every, seed=seed, **parse_loss_weights(weights))
     settings.check()
     G = load_generator(generator_spec, device="cpu")
     directions = LinearDirections.load(directions_path, G) if directions_path else load_default_directions(G)
