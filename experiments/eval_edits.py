@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "expressed_within_0.5": sum(abs(p["achieved_mean"] - args.amount) <= 0.5 for p in ex),
         "expressed_mean_drift": float(np.mean([p["drift_mean"] for p in ex])) if ex else None,
         "expressed_mean_identity": float(np.mean([p["identity_mean"] for p in ex])) if ex else None,
+        **face_standard_errors(rows, {a for a, p in per_au.items() if p["expressed"]}),
         "seconds_per_edit_median": float(np.median(seconds)),
     }
     print(json.dumps(summary, indent=1))
@@ -165,6 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"-> {out}, {grid}")
     return 0
+
+
+def face_standard_errors(rows: list[dict], aus: set[int]) -> dict[str, float | None]:
+    """Standard errors over faces of the mean drift and identity distance of the edits of ``aus``.
+
+    Each face's edits are averaged first (the faces are the independent samples; its 17 edits share
+    one face), then the standard error of those per-face means is taken. None with fewer than 2 faces.
+    """
+    out: dict[str, float | None] = {}
+    seeds = sorted({r["seed"] for r in rows if r["au"] in aus})
+    for key, name in (("drift", "expressed_drift_se_over_faces"), ("identity_distance", "expressed_identity_se_over_faces")):
+        per_face = [np.mean(v) for s in seeds
+                    if (v := [r[key] for r in rows if r["seed"] == s and r["au"] in aus and np.isfinite(r[key])])]
+        out[name] = float(np.std(per_face, ddof=1) / np.sqrt(len(per_face))) if len(per_face) > 1 else None
+    return out
 
 
 if __name__ == "__main__":
