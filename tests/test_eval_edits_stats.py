@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "eval_edits.py"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def eval_edits():
-    spec = importlib.util.spec_from_file_location("eval_edits_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("eval_edits")
 
 
 def test_face_standard_errors_average_each_face_first(eval_edits):
@@ -35,3 +40,34 @@ def test_face_standard_errors_average_each_face_first(eval_edits):
     assert math.isclose(se["expressed_identity_se_over_faces"], 0.1)
     assert eval_edits.face_standard_errors(rows[:2], {4, 12}) == {
         "expressed_drift_se_over_faces": None, "expressed_identity_se_over_faces": None}
+
+
+def fake_result(drifts: dict[int, list[float]], achieved: float = 1.5) -> dict:
+    rows = [{"seed": seed, "au": au, "achieved": achieved, "drift": d, "identity_distance": 0.4}
+            for seed, ds in drifts.items() for au, d in zip((4, 12), ds)]
+    return {"amount": 2.0, "summary": {"expressed_aus": [4, 12]}, "rows": rows}
+
+
+def test_compare_edit_evals_pairs_faces(tmp_path, capsys):
+    compare = load_script("compare_edit_evals")
+    a = fake_result({1: [0.4, 0.4], 2: [0.2, 0.2], 3: [0.3, 0.3]})
+    b = fake_result({1: [0.3, 0.3], 2: [0.1, 0.1], 3: [0.1, 0.3], 4: [9.0, 9.0]}, achieved=2.5)  # face 4: only in B
+    table = compare.compare(a, b)
+    drift = table["drift"]
+    assert drift["faces"] == 3 and math.isclose(drift["a"], 0.3) and math.isclose(drift["b_minus_a"], -0.1)
+    assert math.isclose(drift["paired_se"], 0.0, abs_tol=1e-12)  # every face dropped by exactly 0.1
+    assert math.isclose(table["abs_error"]["a"], 0.5) and math.isclose(table["abs_error"]["b"], 0.5)
+    assert table["identity_distance"]["b_minus_a"] == 0
+
+    pa, pb, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "cmp.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert compare.main([str(pa), str(pb), "--out", str(out)]) == 0
+    assert "drift" in capsys.readouterr().out
+    assert json.loads(out.read_text())["metrics"]["drift"]["faces"] == 3
+    pb.write_text(json.dumps({"rows": []}))
+    assert compare.main([str(pa), str(pb)]) == 1
+    assert "not two eval_edits.py results" in capsys.readouterr().err
+    pb.write_text(json.dumps(fake_result({9: [0.1, 0.1], 8: [0.1, 0.1]})))
+    assert compare.main([str(pa), str(pb)]) == 1
+    assert "fewer than 2 measured faces" in capsys.readouterr().err
