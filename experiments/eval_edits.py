@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", choices=("linear", "mapper"), default="linear")
     ap.add_argument("--mapper", default=None, help="mapper file for --method mapper (default: the bundled one)")
     ap.add_argument("--faces", type=int, default=8)
+    ap.add_argument("--seed-start", type=int, default=HELD_OUT_SEED_START,
+                    help="first seed of the faces (default 2,000,000; keep below 3,000,000, where the mapper's training latents start)")
     ap.add_argument("--psi", type=float, default=0.8)
     ap.add_argument("--amount", type=float, default=2.0)
     ap.add_argument("--device", default="cpu")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     tiles = []
     seconds = []
     with torch.no_grad():
-        z = torch.cat([seed_to_z(HELD_OUT_SEED_START + i, G.z_dim) for i in range(args.faces)]).to(device)
+        z = torch.cat([seed_to_z(args.seed_start + i, G.z_dim) for i in range(args.faces)]).to(device)
         ws_all = G.mapping(z, psi=args.psi)[:, None].repeat(1, G.num_ws, 1)
     bar = tqdm(total=args.faces * (len(aus) + 1), desc=f"eval edits ({args.method})", unit="img")
     for f in range(args.faces):
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         base_small = F.interpolate(base, size=512, mode="area")
         bar.update(1)
         if not np.isfinite(base_aus).all():
-            print(f"seed {HELD_OUT_SEED_START + f}: no face found by dlib; skipped", file=sys.stderr)
+            print(f"seed {args.seed_start + f}: no face found by dlib; skipped", file=sys.stderr)
             bar.update(len(aus))
             continue
         row_tiles = [base_u8[0]]
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             change = edit_aus - base_aus
             k = det_aus.index(au)
             ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"))[0])
-            rows.append({"seed": HELD_OUT_SEED_START + f, "au": au, "achieved": float(change[k]),
+            rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
                          "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident})
             if f < 4:
                 row_tiles.append(edit_u8[0])
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
         **described, "amount": args.amount, "psi": args.psi,
-        "faces": args.faces, "held_out_seed_start": HELD_OUT_SEED_START, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "faces": args.faces, "held_out_seed_start": args.seed_start, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),
     }
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
