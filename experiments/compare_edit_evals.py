@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +23,24 @@ import numpy as np
 METRICS = ("drift", "identity_distance", "abs_error")
 
 
-def per_face_means(result: dict, metric: str) -> dict[int, float]:
-    """{seed: mean of ``metric`` over that face's edits of expressed AUs} (non-finite rows skipped).
+def per_face_means(rows: list[dict], aus: set[int], value: Callable[[dict], float]) -> dict[int, float]:
+    """{seed: mean of ``value(row)`` over that face's rows whose AU is in ``aus``}; non-finite values skipped.
 
-    ``abs_error`` is |achieved − amount| per edit; the others are read from the rows as they are.
+    ``rows`` are eval_edits.py rows (``seed``, ``au``, ``achieved``, ``drift``, ``identity_distance``).
     """
-    expressed = set(result["summary"]["expressed_aus"])
-    amount = float(result.get("amount", 2.0))
     values: dict[int, list[float]] = {}
-    for row in result["rows"]:
-        v = abs(row["achieved"] - amount) if metric == "abs_error" else row[metric]
-        if row["au"] in expressed and np.isfinite(v):
+    for row in rows:
+        v = value(row)
+        if row["au"] in aus and np.isfinite(v):
             values.setdefault(int(row["seed"]), []).append(float(v))
     return {seed: float(np.mean(v)) for seed, v in values.items()}
+
+
+def metric_of(metric: str, amount: float) -> Callable[[dict], float]:
+    """A row's value for ``metric``: ``abs_error`` is |achieved − amount|, the others are read as they are."""
+    if metric == "abs_error":
+        return lambda row: abs(row["achieved"] - amount)
+    return lambda row: row[metric]
 
 
 def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
@@ -44,9 +50,10 @@ def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
     """
     if float(a.get("amount", 2.0)) != float(b.get("amount", 2.0)):
         raise ValueError(f"the two results edit by different amounts ({a.get('amount')} vs {b.get('amount')})")
+    amount = float(a.get("amount", 2.0))
     table = {}
     for metric in METRICS:
-        pa, pb = per_face_means(a, metric), per_face_means(b, metric)
+        pa, pb = (per_face_means(r["rows"], set(r["summary"]["expressed_aus"]), metric_of(metric, amount)) for r in (a, b))
         seeds = sorted(set(pa) & set(pb))
         if len(seeds) < 2:
             raise ValueError("the two results share fewer than 2 measured faces: were they run on the same seeds?")

@@ -146,14 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         p = per_au[au]
         print(f"AU{au:<3d} {'yes' if p['expressed'] else 'no':>5} {p['achieved_mean']:+9.2f} {p['achieved_sd']:6.2f} "
               f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f}")
-    ex = [p for a, p in per_au.items() if p["expressed"]]
+    expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
+    ex = [per_au[a] for a in expressed_aus]
     summary = {
-        "expressed_aus": sorted(a for a, p in per_au.items() if p["expressed"]),
+        "expressed_aus": expressed_aus,
         "expressed_mean_abs_error": float(np.mean([abs(p["achieved_mean"] - args.amount) for p in ex])) if ex else None,
         "expressed_within_0.5": sum(abs(p["achieved_mean"] - args.amount) <= 0.5 for p in ex),
         "expressed_mean_drift": float(np.mean([p["drift_mean"] for p in ex])) if ex else None,
         "expressed_mean_identity": float(np.mean([p["identity_mean"] for p in ex])) if ex else None,
-        **face_standard_errors(rows, {a for a, p in per_au.items() if p["expressed"]}),
+        **face_standard_errors(rows, set(expressed_aus)),
         "seconds_per_edit_median": float(np.median(seconds)),
     }
     print(json.dumps(summary, indent=1))
@@ -176,11 +177,11 @@ def face_standard_errors(rows: list[dict], aus: set[int]) -> dict[str, float | N
     Each face's edits are averaged first (the faces are the independent samples; its 17 edits share
     one face), then the standard error of those per-face means is taken. None with fewer than 2 faces.
     """
+    from compare_edit_evals import per_face_means  # experiments/ is on sys.path when a script runs from it
+
     out: dict[str, float | None] = {}
-    seeds = sorted({r["seed"] for r in rows if r["au"] in aus})
     for key, name in (("drift", "expressed_drift_se_over_faces"), ("identity_distance", "expressed_identity_se_over_faces")):
-        per_face = [np.mean(v) for s in seeds
-                    if (v := [r[key] for r in rows if r["seed"] == s and r["au"] in aus and np.isfinite(r[key])])]
+        per_face = list(per_face_means(rows, aus, lambda r, k=key: r[k]).values())
         out[name] = float(np.std(per_face, ddof=1) / np.sqrt(len(per_face))) if len(per_face) > 1 else None
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def load_script(name: str):
+    if str(EXPERIMENTS) not in sys.path:  # as when the script runs from experiments/: its siblings import
+        sys.path.insert(0, str(EXPERIMENTS))
     spec = importlib.util.spec_from_file_location(f"{name}_script", EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
