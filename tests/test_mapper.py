@@ -279,3 +279,115 @@ def test_bundled_mapper_moves_the_asked_au_on_the_real_generator():
 
 def _downsample(images: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.interpolate(images, size=256, mode="area")
+
+
+def _gain_measure(G, mapper: AUMapper, sensitivity: dict[int, float]):
+    """A synthetic 'OpenFace': each AU reads ``sensitivity[au]`` x (the AU's linear coordinate of Δw+ relative
+    to a reference latent), so an untrained mapper's +2 edit measures 2 x sensitivity."""
+    aus = list(AU_NUMBERS)
+    linear = mapper.linear.detach()  # [A, E, d]
+    slots = mapper.slot_index
+    ref = sample_ws(G, 1)[0]
+    calls = []
+
+    def measure(ws):
+        calls.append(len(ws))
+        d = (ws - ref)[:, slots]  # [P, E, d]
+        coords = torch.einsum("ped,aed->pa", d, linear) / linear.pow(2).sum(dim=(1, 2))
+        out = torch.zeros(len(ws), len(aus))
+        for j, au in enumerate(mapper.aus):
+            out[:, aus.index(au)] = sensitivity[au] * coords[:, j] + 1.0
+        return out.numpy()
+
+    return measure, calls
+
+
+def test_calibration_sets_gains_that_reach_the_step_and_resumes(tiny_stylegan2, tmp_path):
+    from stylerig_au.edit.mapper_calibrate import calibrate_mapper, next_gain
+
+    G = tiny_stylegan2
+    # directions orthogonal per AU, so each AU's coordinate reads only its own edit
+    dirs = make_dirs(G)
+    mapper = new_mapper(G, dirs, num_samples=256)  # untrained: edits are exactly linear in ΔAU
+    measure, calls = _gain_measure(G, mapper, {12: 0.5, 6: 1.6, 4: 0.01})
+    probes = sample_ws(G, 4)
+    cache = tmp_path / "cal.json"
+    results = calibrate_mapper(mapper, measure, probes, measured_aus=list(AU_NUMBERS), rounds=2, cache=cache, progress=False)
+    by_au = {r.au: r for r in results}
+    assert [r.au for r in results] == mapper.aus
+    assert by_au[12].achieved[0] == pytest.approx(1.0, abs=0.05) and by_au[12].gain == pytest.approx(2.0, rel=0.05)
+    assert by_au[6].gain == pytest.approx(0.625, rel=0.05) and not by_au[6].clamped
+    assert by_au[4].gain == 2.5 and by_au[4].clamped and len(by_au[4].gains) == 2  # far too weak: held at the limit
+    torch.testing.assert_close(mapper.input_gain, torch.tensor([by_au[a].gain for a in mapper.aus]))
+    # a calibrated +2 edit now measures +2 on the AUs the clamp did not limit
+    before = measure(probes)
+    for au in (12, 6):
+        change = measure(apply_mapper(mapper, probes, AU(au, 2.0), G.slots)) - before
+        assert change[:, list(AU_NUMBERS).index(au)].mean() == pytest.approx(2.0, abs=0.05)
+    # the gains live in the file; a rerun reads every AU from the cache
+    back = load_mapper(save_mapper(mapper, tmp_path / "m.pt", G.name), G)
+    torch.testing.assert_close(back.input_gain, mapper.input_gain)
+    n = len(calls)
+    again = calibrate_mapper(mapper, measure, probes, measured_aus=list(AU_NUMBERS), rounds=2, cache=cache, progress=False)
+    assert len(calls) == n and [r.gain for r in again] == [r.gain for r in results]
+    assert next_gain(1.0, float("nan")) == (2.5, True) and next_gain(2.0, 4.0) == (1.0, False)
+    with pytest.raises(StylerigError, match="does not report AU"):
+        calibrate_mapper(mapper, measure, probes, measured_aus=[1, 2], progress=False)
+    with pytest.raises(StylerigError, match="rounds >= 1"):
+        calibrate_mapper(mapper, measure, probes, measured_aus=list(AU_NUMBERS), rounds=0, progress=False)
+
+
+def test_input_gain_scales_the_edit_and_old_files_load_with_unit_gains(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    mapper = scramble_residual(new_mapper(G, make_dirs(G), num_samples=256))
+    ws = sample_ws(G)
+    twice = apply_mapper(mapper, ws, AU(12, 2.0), G.slots)
+    mapper.set_input_gain({12: 2.0})
+    torch.testing.assert_close(apply_mapper(mapper, ws, AU(12, 1.0), G.slots), twice)
+    assert torch.equal(apply_mapper(mapper, ws, AU(12, 0.0), G.slots), ws)  # still an exact no-op
+    for bad in ({12: 0.0}, {12: float("nan")}, torch.ones(2)):
+        with pytest.raises(StylerigError, match="input gain"):
+            mapper.set_input_gain(bad)
+    path = save_mapper(mapper, tmp_path / "m.pt", G.name)
+    blob = torch.load(path, weights_only=True)
+    assert blob["input_gain"][mapper.au_index(12)] == 2.0
+    del blob["input_gain"]  # a file written before calibration existed
+    torch.save(blob, tmp_path / "old.pt")
+    assert torch.equal(load_mapper(tmp_path / "old.pt", G).input_gain, torch.ones(len(mapper.aus)))
+    blob["input_gain"] = [1.0, -1.0, 1.0]
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(StylerigError, match="damaged AU mapper file"):
+        load_mapper(tmp_path / "bad.pt", G)
+
+
+def test_calibrate_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
+    from stylerig_au.au import detect
+    from stylerig_au.cli import main
+    from stylerig_au.edit import learn
+    from stylerig_au.models.checkpoints import save_stylegan2
+
+    G = tiny_stylegan2
+    mapper = new_mapper(G, make_dirs(G), num_samples=256)
+    measure, calls = _gain_measure(G, mapper, {12: 0.5, 6: 1.6, 4: 1.0})
+    monkeypatch.setattr(detect, "make_detector", lambda *a, **k: torch.nn.Identity())  # the synthetic measure stands in
+    monkeypatch.setattr(learn, "openface_measure", lambda *a, **k: measure)
+    args = ["--generator", str(save_stylegan2(G, tmp_path / "tiny.pt")),
+            "--mapper", str(save_mapper(mapper, tmp_path / "m.pt", G.name, {"command": "stylerig-au train-mapper"})),
+            "--probes", "3", "--psi", "1.0"]
+    out = tmp_path / "cal.pt"
+    assert main(["calibrate-mapper", "--out", str(out), *args]) == 0
+    assert "wrote" in capsys.readouterr().out
+    cal = load_mapper(out, G)
+    assert float(cal.input_gain[cal.au_index(12)]) == pytest.approx(2.0, rel=0.1)
+    assert float(cal.input_gain[cal.au_index(4)]) == pytest.approx(1.0, rel=0.1)
+    assert cal.meta["calibration"]["probes"] == 3 and cal.meta["command"] == "stylerig-au train-mapper"
+    card = (tmp_path / "cal.md").read_text()
+    assert "## Calibration with OpenFace" in card and "| AU12 |" in card
+    n = len(calls)
+    assert main(["calibrate-mapper", "--out", str(out), *args]) == 0  # resumes from the cache: nothing measured again
+    assert len(calls) == n
+    for bad, message in ((["--out", str(tmp_path / "c.txt")], "must end in .pt"),
+                         (["--out", str(tmp_path / "c.pt"), "--mapper", str(tmp_path / "none.pt")], "no such AU mapper file")):
+        assert main(["calibrate-mapper", *args, *bad]) != 0
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "c.txt").exists() and not (tmp_path / "c.pt").exists()

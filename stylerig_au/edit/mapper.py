@@ -15,11 +15,16 @@ requested AU changes and nothing else move. Its output on the editable slots is
 
 Slots outside the editable ones (the union of the linear directions' slot masks) never change.
 
+``input_gain`` [A] (ones until :mod:`stylerig_au.edit.mapper_calibrate` sets it) multiplies ΔAU before
+everything above: the student detector the mapper was trained with and the OpenFace estimator do not
+agree on how big a change is, and the gains rescale the requested change so that OpenFace measures it.
+
 File format (``torch.save`` of a dict, written atomically; read with :func:`load_mapper`):
 ``format`` = ``"stylerig-au/au-mapper"``, ``format_version`` = 1, ``generator``, ``config``
 (:class:`MapperConfig` as a dict), ``state`` (the module's tensors, float32), ``created``, ``meta``
-(training settings, data and final losses: what the card shows). MLP weight matrices are stored as
-float16.
+(training settings, data and final losses: what the card shows), and optionally ``input_gain`` (a list
+of A floats, one per AU in ``config.aus`` order; absent means all ones). MLP weight matrices are
+stored as float16.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class AUMapper(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.register_buffer("slot_index", torch.tensor(config.slots, dtype=torch.long))
+        # not in the state dict: files store it beside the state, and training never changes it
+        self.register_buffer("input_gain", torch.ones(a), persistent=False)
 
     @property
     def aus(self) -> list[int]:
@@ -118,14 +125,15 @@ class AUMapper(nn.Module):
     def slot_delta(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Δw+ on the editable slots only: float32 [N, E, w_dim] (E = ``len(config.slots)``)."""
         self.check_inputs(ws, delta)
-        delta = delta.to(torch.float32)
+        delta = delta.to(torch.float32) * self.input_gain
         x = (ws.index_select(1, self.slot_index).to(torch.float32).mean(dim=1) - self.w_mean) / self.w_std
         linear = torch.einsum("na,aed->ned", delta, self.linear)
         return linear + self._residual(x, delta) - self._residual(x, torch.zeros_like(delta))
 
     def forward(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Δw+ float32 [N, num_ws, w_dim] for latents ws [N, num_ws, w_dim] and AU changes delta [N, A]
-        (intensity units, columns in :attr:`aus` order). Zero where ``delta`` is zero and outside the slots."""
+        (intensity units, columns in :attr:`aus` order; scaled by ``input_gain`` first). Zero where
+        ``delta`` is zero and outside the slots."""
         step = self.slot_delta(ws, delta)
         full = ws.new_zeros(ws.shape, dtype=torch.float32)
         return full.index_copy(1, self.slot_index, step)
@@ -135,6 +143,21 @@ class AUMapper(nn.Module):
         if number not in self.config.aus:
             raise StylerigError(f"the AU mapper does not cover AU{number}; it covers AU {', '.join(map(str, self.config.aus))}")
         return self.config.aus.index(number)
+
+    def set_input_gain(self, gains: dict[int, float] | torch.Tensor) -> None:
+        """Set the per-AU ΔAU multipliers: a tensor [A] in :attr:`aus` order, or ``{AU: gain}`` (AUs not
+        named keep their gain). Raises StylerigError for a gain that is not finite and > 0."""
+        new = self.input_gain.detach().clone().cpu()
+        if isinstance(gains, torch.Tensor):
+            if gains.shape != new.shape:
+                raise StylerigError(f"the AU mapper needs {len(new)} input gains, got shape {list(gains.shape)}")
+            new = gains.detach().float().cpu().clone()
+        else:
+            for au, g in gains.items():
+                new[self.au_index(au)] = float(g)
+        if not bool(torch.isfinite(new).all() and (new > 0).all()):
+            raise StylerigError(f"AU mapper input gains must be finite and > 0, got {new.tolist()}")
+        self.input_gain.copy_(new.to(self.input_gain.device))
 
 
 def mapper_from_directions(directions, w_std: torch.Tensor | None = None, **config: Any) -> AUMapper:
@@ -189,6 +212,7 @@ def save_mapper(mapper: AUMapper, path: str | os.PathLike, generator: str, meta:
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": str(generator),
             "config": mapper.config.to_dict(),
             "state": {k: _stored(k, v) for k, v in mapper.state_dict().items()},
+            "input_gain": [float(g) for g in mapper.input_gain.cpu()],
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "meta": dict(meta or {})}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -210,7 +234,9 @@ def load_mapper(path: str | os.PathLike, G=None, device: str | torch.device = "c
     try:
         mapper = AUMapper(MapperConfig.from_dict(blob["config"]))
         mapper.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        if blob.get("input_gain") is not None:
+            mapper.set_input_gain(torch.tensor([float(g) for g in blob["input_gain"]]))
+    except (KeyError, TypeError, ValueError, RuntimeError, StylerigError) as err:
         raise StylerigError(f"{path}: damaged AU mapper file ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     mapper.generator, mapper.created, mapper.meta = str(blob.get("generator", "?")), blob.get("created"), dict(blob.get("meta") or {})
     if G is not None:

@@ -42,7 +42,34 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
     for k in (*LOSS_NAMES, "total"):
         if k in first and k in last:
             lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
+    lines += calibration_lines(meta.get("calibration"))
     lines += ["", "Held-out measurements with the OpenFace estimator: `python experiments/eval_edits.py --method mapper`.", ""]
     path = mapper_file.with_suffix(".md")
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def calibration_lines(calibration: dict | None) -> list[str]:
+    """The card's section on the OpenFace input-gain calibration (``meta["calibration"]``); none when uncalibrated."""
+    if not calibration:
+        return []
+    per_au = calibration.get("per_au", {})
+    rounds = max((len(r.get("gains", [])) for r in per_au.values()), default=0)
+    step = calibration.get("step", 2.0)
+    lines = [
+        "", "## Calibration with OpenFace", "",
+        f"Made by `{calibration.get('command', 'stylerig-au calibrate-mapper')}`: +{step:g} edits of "
+        f"{calibration.get('probes')} probe faces (seeds from {calibration.get('probe_seed_start', 0):,}, truncation psi "
+        f"{calibration.get('psi')}; not the held-out faces of the evaluations) were measured with the OpenFace "
+        f"estimator and each AU's input gain set so that they measure +{step:g} (gains kept within "
+        f"{calibration.get('clamp', [0.5, 2.5])[0]}-{calibration.get('clamp', [0.5, 2.5])[1]}). "
+        "The network is unchanged; OpenFace is then no longer independent of this mapper's scale.",
+        "",
+        "| AU | " + " | ".join(f"round {r + 1}: gain → achieved (drift)" for r in range(rounds)) + " | gain |",
+        "| --- | " + " | ".join("---" for _ in range(rounds)) + " | --- |",
+    ]
+    for au, r in sorted(per_au.items(), key=lambda kv: int(kv[0])):
+        cells = [f"x{g:.2f} → {a:+.2f} ({d:.2f})" for g, a, d in zip(r["gains"], r["achieved"], r["drift"])]
+        cells += [""] * (rounds - len(cells))
+        lines.append(f"| AU{au} | " + " | ".join(cells) + f" | **{r['gain']:.2f}**{' (limit)' if r.get('clamped') else ''} |")
+    return lines
