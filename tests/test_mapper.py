@@ -244,6 +244,16 @@ def test_train_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
     settings = load_mapper(tmp_path / "w.pt", G).meta["settings"]
     assert settings["w_keep"] == 2.5 and settings["w_size"] == 0 and settings["w_target"] == 1.0
     assert "keep 2.5" in (tmp_path / "w.md").read_text()
+    # --init fine-tunes an existing (calibrated) mapper: its gains are kept, and its targets are gain x ΔAU
+    calibrated = load_mapper(tmp_path / "w.pt", G)
+    calibrated.set_input_gain({12: 1.5})
+    init = save_mapper(calibrated, tmp_path / "cal.pt", G.name, dict(calibrated.meta, calibration={"command": "stylerig-au calibrate-mapper"}))
+    assert main(["train-mapper", "--out", str(tmp_path / "ft.pt"), "--steps", "1", "--init", str(init), *args]) == 0
+    tuned = load_mapper(tmp_path / "ft.pt", G)
+    assert float(tuned.input_gain[tuned.au_index(12)]) == 1.5 and tuned.meta["init"]["input_gain"]["12"] == 1.5
+    assert tuned.meta["settings"]["init"].startswith("cal.pt")
+    assert not torch.equal(tuned.state_dict()["out.weight"], calibrated.state_dict()["out.weight"])
+    assert "Started from: `cal.pt`" in (tmp_path / "ft.md").read_text()
 
 
 def test_parse_loss_weights():
@@ -327,9 +337,15 @@ def test_calibration_sets_gains_that_reach_the_step_and_resumes(tiny_stylegan2, 
     # the gains live in the file; a rerun reads every AU from the cache
     back = load_mapper(save_mapper(mapper, tmp_path / "m.pt", G.name), G)
     torch.testing.assert_close(back.input_gain, mapper.input_gain)
+    # a rerun from the same starting gains reads every AU from the cache
+    mapper.set_input_gain(torch.ones(len(mapper.aus)))
     n = len(calls)
     again = calibrate_mapper(mapper, measure, probes, measured_aus=list(AU_NUMBERS), rounds=2, cache=cache, progress=False)
     assert len(calls) == n and [r.gain for r in again] == [r.gain for r in results]
+    # a calibrated mapper is refined from its own gains: one more round barely moves them
+    refined = calibrate_mapper(mapper, measure, probes, measured_aus=list(AU_NUMBERS), rounds=1, progress=False)
+    assert [r.gains[0] for r in refined] == pytest.approx([r.gain for r in results], rel=1e-5)
+    assert {r.au: r.achieved[0] for r in refined}[12] == pytest.approx(2.0, abs=0.05)
     assert next_gain(1.0, float("nan")) == (2.5, True) and next_gain(2.0, 4.0) == (1.0, False)
     with pytest.raises(StylerigError, match="does not report AU"):
         calibrate_mapper(mapper, measure, probes, measured_aus=[1, 2], progress=False)

@@ -57,6 +57,9 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the training latents.")
 @click.option("--hidden", default=256, show_default=True, type=click.IntRange(8), help="Width of the mapper's MLP.")
 @click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Linear directions to start from [default: the bundled ones].")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Start from this mapper file (its network and input gains) instead of the linear directions: "
+                   "fine-tunes a mapper, e.g. one calibrated with `calibrate-mapper` so that ΔAU is in OpenFace's units.")
 @click.option("--student", "student_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student AU detector [default: the bundled one].")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--image-size", default=256, show_default=True, type=click.IntRange(64), help="Side the renders are scored at.")
@@ -68,7 +71,7 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda (under torchrun: one GPU per process).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
-                 student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
+                 init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
                  weights: tuple[str, ...], threads: int | None) -> None:
     """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
     import torch
@@ -87,14 +90,21 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     if threads:
         torch.set_num_threads(threads)
     use_device(device)  # under torchrun each process then takes its own GPU (mapper_train.init_distributed)
-    settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size,
-                                   save_every=save_every, seed=seed, **parse_loss_weights(weights))
-    settings.check()
     G = load_generator(generator_spec, device="cpu")
-    directions = LinearDirections.load(directions_path, G) if directions_path else load_default_directions(G)
+    init = load_mapper(init_path, G) if init_path else None
+    settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,
+                                   seed=seed, init=f"{init_path.name} ({init.created})" if init is not None else "",
+                                   **parse_loss_weights(weights))
+    settings.check()
+    if init is not None:
+        mapper = init.train().requires_grad_(True)
+        directions_created = init.meta.get("directions_created")
+    else:
+        directions = LinearDirections.load(directions_path, G) if directions_path else load_default_directions(G)
+        mapper = new_mapper(G, directions, hidden=hidden)
+        directions_created = directions.created
     student = load_student(student_path)
     lpips = load_lpips()
-    mapper = new_mapper(G, directions, hidden=hidden)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     ckpt = checkpoint_path(out)
     result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log)
@@ -104,11 +114,15 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
         f"stylerig-au train-mapper --out {out.name} --steps {steps} --batch {batch}"
     meta = {
         "command": command, "settings": settings.resume_key() | {"steps": steps}, "world": result["world"],
-        "device": device, "directions_created": directions.created, "student": str(student_path) if student_path else "bundled student-au-detector",
+        "device": device, "directions_created": directions_created, "student": str(student_path) if student_path else "bundled student-au-detector",
         "losses_first": result["first"], "losses_last": result["last"], "losses_span": result["span"], "seconds": result["seconds"],
-        "steps_this_run": result["steps_run"], "hidden": hidden,
+        "steps_this_run": result["steps_run"], "hidden": mapper.config.hidden,
         "history": [{k: round(v, 5) for k, v in h.items()} for h in result["history"]],
     }
+    if init is not None:
+        meta["init"] = {"file": str(init_path), "created": init.created, "command": init.meta.get("command"),
+                        "calibration_command": (init.meta.get("calibration") or {}).get("command"),
+                        "input_gain": dict(zip(map(str, init.aus), map(float, init.input_gain.cpu())))}
     save_mapper(mapper.cpu(), out, G.name, meta)
     load_mapper(out, G)  # read back: what is written must load
     card = write_mapper_card(out, G.name, meta, mapper.config)

@@ -65,7 +65,7 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
     """Measure the mapper's ``+step`` edits on ``probe_ws`` and set its input gains (in place).
 
     Args:
-        mapper: the AU mapper (its current gains are ignored while measuring: every AU starts at 1).
+        mapper: the AU mapper; each AU starts from its current gain (1 for a mapper never calibrated).
         measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] (NaN rows where no face is found),
             columns in ``measured_aus`` order (:func:`stylerig_au.edit.learn.openface_measure`).
         probe_ws: W+ latents [P, num_ws, w_dim] on the mapper's device, none of them held out for evaluation.
@@ -86,9 +86,11 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
     cache_path = Path(cache) if cache is not None else None
     key = (f"{getattr(mapper, 'generator', '?')}|{getattr(mapper, 'created', None)}|probes={len(probe_ws)}"
            f"|step={step}|rounds={rounds}|clamp={clamp[0]},{clamp[1]}")
+    start_gains = [float(g) for g in mapper.input_gain.cpu()]
+    key += "|start=" + ",".join(f"{g:.4f}" for g in start_gains)
     stored = json.loads(cache_path.read_text()) if cache_path is not None and cache_path.is_file() else {}
     done: dict[str, dict] = stored.get(key, {}) if isinstance(stored.get(key), dict) else {}
-    mapper.set_input_gain(torch.ones(len(mapper.aus)))
+    mapper.set_input_gain(torch.ones(len(mapper.aus)))  # measuring passes the gain explicitly
     device = probe_ws.device
     base = measure(probe_ws) if any(str(a) not in done for a in mapper.aus) else None
     results = []
@@ -98,7 +100,7 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
             continue
         col = measured_aus.index(au)
         res = AUCalibration(au=au)
-        gain = 1.0
+        gain = min(max(start_gains[i], clamp[0]), clamp[1])
         for _ in range(rounds):
             delta = torch.zeros(len(probe_ws), len(mapper.aus), device=device)
             delta[:, i] = step * gain

@@ -5,7 +5,10 @@ direction samples and from the held-out faces of the evaluations), spreads them 
 little per-slot jitter (inverted photos are W+, not W), and draws one or two AU changes per face.
 Both the face and its edit are rendered and scored, and the loss is
 
-* ``target``: (student AU of the edit − clamp(student AU of the face + ΔAU, 0, 5))² over the edited AUs;
+* ``target``: (student AU of the edit − clamp(student AU of the face + g·ΔAU, 0, 5))² over the edited AUs,
+  where g is the mapper's input gain of the AU (1 unless training starts from a mapper calibrated with
+  OpenFace, :mod:`stylerig_au.edit.mapper_calibrate`: then ΔAU is in OpenFace's units, and g turns it
+  into the student's, which the calibration found to be about g times larger for the mapper's edits);
 * ``keep``: (change of every other AU)², so the rest of the expression stays put;
 * ``outside``: LPIPS between face and edit with the regions of the edited AUs blacked out
   (:func:`region_mask`), so hair, background and the rest of the face do not move;
@@ -72,6 +75,7 @@ class MapperTrainSettings:
     w_size: float = 0.05
     seed: int = 0
     save_every: int = 25
+    init: str = ""  # what the mapper started from when not the linear directions (a resumed run must match)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.max_aus < 1 or self.save_every < 1:
@@ -160,7 +164,8 @@ class MapperLoss:
         edit = self._render(G, ws + step)
         edit_aus = self.student(edit)[:, self.cols.to(edit.device)]
         on = delta != 0
-        target = (base_aus + delta).clamp(0, MAX_INTENSITY)
+        gained = delta * module.input_gain
+        target = (base_aus + gained).clamp(0, MAX_INTENSITY)
         err = (edit_aus - target) ** 2
         change = (edit_aus - base_aus) ** 2
         losses = {
@@ -171,7 +176,7 @@ class MapperLoss:
         losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean()
         losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
         idx = module.slot_index
-        linear = torch.einsum("na,aed->ned", delta, module.linear.detach())
+        linear = torch.einsum("na,aed->ned", gained, module.linear.detach())
         residual = (step.index_select(1, idx) - linear) / module.w_std
         losses["size"] = residual.pow(2).mean()
         s = self.s
