@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         from stylerig_au.edit.mapper import load_default_mapper
 
         source = load_default_mapper(G, args.mapper, device=device)
-        described = {"mapper_created": source.created, "mapper_command": source.meta.get("command")}
+        described = {"mapper_created": source.created, "mapper_command": source.meta.get("command"),
+                     "mapper_calibration": (source.meta.get("calibration") or {}).get("command"),
+                     "mapper_input_gain": dict(zip(map(str, source.aus), (round(float(g), 4) for g in source.input_gain.cpu())))}
     else:
         source, described = dirs, {"directions": dirs.method, "directions_created": dirs.created}
     from stylerig_au.evaluate import make_editor
