@@ -407,3 +407,29 @@ def test_calibrate_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch)
         assert main(["calibrate-mapper", *args, *bad]) != 0
         assert message in capsys.readouterr().err
     assert not (tmp_path / "c.txt").exists() and not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.slow
+def test_calibrate_the_bundled_mapper_on_one_probe_face(tmp_path, capsys):
+    """calibrate-mapper on the real generator, OpenFace and the bundled mapper (1 probe face, 1 round):
+    OpenFace sees the asked AUs move, and every gain is 2 / (measured change), within the limits."""
+    import numpy as np
+
+    from stylerig_au.cli import main
+
+    from .helpers import require_asset
+
+    for name in ("mobilestylegan-ffhq-1024", "openface-2.2-au", "dlib-landmarks-68"):
+        require_asset(name)
+    out = tmp_path / "cal.pt"
+    assert main(["calibrate-mapper", "--out", str(out), "--probes", "1", "--rounds", "1"]) == 0
+    assert "gains AU1" in capsys.readouterr().out
+    from stylerig_au.models import load_generator
+
+    mapper = load_mapper(out, load_generator())
+    per_au = mapper.meta["calibration"]["per_au"]
+    achieved = np.array([per_au[str(a)]["achieved"][0] for a in mapper.aus])
+    assert np.isfinite(achieved).all() and np.median(achieved) > 0.5
+    expected = np.clip(2.0 / np.where(achieved > 0.05, achieved, 1e-9), 0.5, 2.5)
+    np.testing.assert_allclose(mapper.input_gain.numpy(), expected, rtol=1e-5)
+    assert "## Calibration with OpenFace" in (tmp_path / "cal.md").read_text()
