@@ -43,12 +43,8 @@ HELD_OUT_SEED_START = 2_000_000
 
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
-    ap.add_argument("--directions", default=None, help="directions file (default: the bundled ones)")
-    ap.add_argument("--method", choices=("linear", "mapper"), default="linear")
-    ap.add_argument("--mapper", default=None, help="mapper file for --method mapper (default: the bundled one)")
+def add_face_set_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options shared by the scripts that edit held-out faces: --faces, --seed-start, --psi, --amount, --device, --out."""
     ap.add_argument("--faces", type=int, default=8)
     ap.add_argument("--seed-start", type=int, default=HELD_OUT_SEED_START,
                     help="first seed of the faces (default 2,000,000; keep below 3,000,000, where the mapper's training latents start)")
@@ -56,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amount", type=float, default=2.0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
+    ap.add_argument("--directions", default=None, help="directions file (default: the bundled ones)")
+    ap.add_argument("--method", choices=("linear", "mapper"), default="linear")
+    ap.add_argument("--mapper", default=None, help="mapper file for --method mapper (default: the bundled one)")
+    add_face_set_arguments(ap)
     args = ap.parse_args(argv)
 
     from stylerig_au.au.detect import make_detector

@@ -16,8 +16,8 @@ requested AU changes and nothing else move. Its output on the editable slots is
 Slots outside the editable ones (the union of the linear directions' slot masks) never change.
 
 ``input_gain`` [A] (ones until :mod:`stylerig_au.edit.mapper_calibrate` sets it) multiplies ΔAU before
-everything above: the student detector the mapper was trained with and the OpenFace estimator do not
-agree on how big a change is, and the gains rescale the requested change so that OpenFace measures it.
+everything above: a trained mapper makes smaller (or larger) changes than asked, by a factor that
+depends on the AU, and the gains rescale the requested change so that OpenFace measures it.
 
 File format (``torch.save`` of a dict, written atomically; read with :func:`load_mapper`):
 ``format`` = ``"stylerig-au/au-mapper"``, ``format_version`` = 1, ``generator``, ``config``

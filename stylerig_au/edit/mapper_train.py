@@ -7,8 +7,9 @@ Both the face and its edit are rendered and scored, and the loss is
 
 * ``target``: (student AU of the edit − clamp(student AU of the face + g·ΔAU, 0, 5))² over the edited AUs,
   where g is the mapper's input gain of the AU (1 unless training starts from a mapper calibrated with
-  OpenFace, :mod:`stylerig_au.edit.mapper_calibrate`: then ΔAU is in OpenFace's units, and g turns it
-  into the student's, which the calibration found to be about g times larger for the mapper's edits);
+  OpenFace, :mod:`stylerig_au.edit.mapper_calibrate`). The target then rises with the input, so a
+  fine-tuning trains the network at the larger changes the gains send it, where the other terms act
+  too, instead of pulling it back to the edit size it had; calibrate again afterwards;
 * ``keep``: (change of every other AU)², so the rest of the expression stays put;
 * ``outside``: LPIPS between face and edit with the regions of the edited AUs blacked out
   (:func:`region_mask`), so hair, background and the rest of the face do not move;
