@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.spec import AU
     from stylerig_au.evaluate import make_editor
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.models import load_generator, seed_ws
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         editor = make_editor(G, sources[method]())
         for batch in args.batch:
-            with torch.no_grad():
-                z = torch.cat([seed_to_z(2_000_000 + i, G.z_dim) for i in range(batch)]).to(device)
-                ws = G.mapping(z, psi=0.8)[:, None].repeat(1, G.num_ws, 1)
+            ws = seed_ws(G, 2_000_000, batch, 0.8, device)
             times = []
             for i in range(args.warmup + args.repeats):
                 if cuda:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import make_grid, save_image
     from stylerig_au.metrics import identity_distance
-    from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
 
     device = args.device
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         source = load_default_mapper(G, args.mapper, device=device)
         described = {"mapper_created": source.created, "mapper_command": source.meta.get("command"),
                      "mapper_calibration": (source.meta.get("calibration") or {}).get("command"),
-                     "mapper_input_gain": dict(zip(map(str, source.aus), (round(float(g), 4) for g in source.input_gain.cpu())))}
+                     "mapper_input_gain": {str(a): round(g, 4) for a, g in source.input_gains().items()}}
     else:
         source, described = dirs, {"directions": dirs.method, "directions_created": dirs.created}
     from stylerig_au.evaluate import make_editor
@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     tiles = []
     seconds = []
-    with torch.no_grad():
-        z = torch.cat([seed_to_z(args.seed_start + i, G.z_dim) for i in range(args.faces)]).to(device)
-        ws_all = G.mapping(z, psi=args.psi)[:, None].repeat(1, G.num_ws, 1)
+    ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
     bar = tqdm(total=args.faces * (len(aus) + 1), desc=f"eval edits ({args.method})", unit="img")
     for f in range(args.faces):
         ws = ws_all[f:f + 1]

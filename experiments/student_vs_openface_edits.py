@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.mapper import apply_mapper, load_default_mapper
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
 
     device = args.device
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         u8 = ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return label_images(u8, openface)["aus"][0][of_cols], st
 
-    with torch.no_grad():
-        z = torch.cat([seed_to_z(args.seed_start + i, G.z_dim) for i in range(args.faces)]).to(device)
-        ws_all = G.mapping(z, psi=args.psi)[:, None].repeat(1, G.num_ws, 1)
+    ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
     change_of = np.full((args.faces, len(aus), len(aus)), np.nan)  # [face, edited AU, measured AU]
     change_st = np.full_like(change_of, np.nan)
     bar = tqdm(total=args.faces * (len(aus) + 1), desc="student vs OpenFace", unit="img")
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "experiments" / "results" / f"student_vs_openface_edits_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               "mapper_created": mapper.created, "mapper_command": mapper.meta.get("command"),
-              "mapper_input_gain": dict(zip(map(str, aus), (round(float(g), 4) for g in mapper.input_gain.cpu()))),
+              "mapper_input_gain": {str(a): round(g, 4) for a, g in mapper.input_gains().items()},
               "amount": args.amount, "psi": args.psi, "faces": args.faces, "held_out_seed_start": args.seed_start,
               "summary": summary, "per_au": per_au, "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}
     atomic_write_text(out, json.dumps(result, indent=1))

@@ -156,3 +156,15 @@ def test_cuda_fp16_and_impls_agree_with_cpu(tiny_stylegan2):
     half = G.set_impl("auto").synthesis(ws.cuda())
     assert half.dtype == torch.float32
     assert (half.cpu() - cpu).abs().mean() < 0.05 * cpu.abs().mean()
+
+
+def test_seed_ws_maps_consecutive_seeds_onto_every_slot(tiny_stylegan2):
+    from stylerig_au.models import seed_to_z, seed_ws
+
+    G = tiny_stylegan2
+    ws = seed_ws(G, 5, 3, psi=0.7)
+    assert ws.shape == (3, G.num_ws, G.w_dim) and not ws.requires_grad
+    with torch.no_grad():
+        for i in range(3):
+            w = G.mapping(seed_to_z(5 + i, G.z_dim), psi=0.7)[0]
+            torch.testing.assert_close(ws[i], w[None].expand(G.num_ws, -1))

@@ -32,8 +32,6 @@ from stylerig_au.errors import StylerigError
 def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: int, step: float, max_gain: float, psi: float,
                      generator_spec: str, device: str, accept_license: bool) -> None:
     """Rescale the AU mapper's per-AU inputs so that OpenFace measures the asked-for change."""
-    import torch
-
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.vocab import AU_NUMBERS
     from stylerig_au.commands._editing import use_device
@@ -42,7 +40,7 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
     from stylerig_au.edit.mapper import load_default_mapper, load_mapper, save_mapper
     from stylerig_au.edit.mapper_calibrate import GAIN_CLAMP, calibrate_mapper as run, calibration_meta
     from stylerig_au.edit.mapper_card import write_mapper_card
-    from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.models import load_generator, seed_ws
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
@@ -50,9 +48,7 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
     G = load_generator(generator_spec, device=device)
     mapper = load_default_mapper(G, mapper_path, device=device)
     detector = make_detector("openface", accept_license=accept_license).to(device)
-    with torch.no_grad():
-        z = torch.cat([seed_to_z(PROBE_SEED_START + i, G.z_dim) for i in range(probes)]).to(device)
-        probe_ws = G.mapping(z, psi=psi)[:, None].repeat(1, G.num_ws, 1)
+    probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
     clamp = (GAIN_CLAMP[0], max_gain)
     results = run(mapper, openface_measure(G, detector), probe_ws, measured_aus=list(AU_NUMBERS), step=step, rounds=rounds,
                   clamp=clamp, cache=out.with_name(f"{out.stem}.calibration-cache.json"), log=click.echo)

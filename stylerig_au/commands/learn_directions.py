@@ -40,13 +40,11 @@ def default_data_dir(generator: str) -> Path:
 def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, build_workers: int, psi: float, probes: int,
                      condition_aus: bool, out_file: Path, device: str, accept_license: bool) -> None:
     """Learn one linear W direction per AU from generator samples labelled by the OpenFace estimator."""
-    import torch
-
     from stylerig_au.au.detect import make_detector
     from stylerig_au.edit.card import write_card, write_preview
     from stylerig_au.edit.learn import learn_directions as learn
     from stylerig_au.edit.learn import openface_measure
-    from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import build_samples, load_samples
 
     if out_file.suffix != ".pt":
@@ -57,9 +55,7 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
     click.echo(f"samples: {data_dir}")
     build_samples(G, data_dir, num_samples, detector=detector, psi=psi, device=device, workers=build_workers, log=click.echo)
     samples = load_samples(data_dir, limit=num_samples)
-    with torch.no_grad():
-        z = torch.cat([seed_to_z(PROBE_SEED_START + i, G.z_dim) for i in range(probes)]).to(device)
-        probe_ws = G.mapping(z, psi=psi)[:, None].repeat(1, G.num_ws, 1)
+    probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
     directions, results = learn(G, samples, openface_measure(G, detector), probe_ws=probe_ws, keep_aus=condition_aus,
                                 cache=data_dir / "learn_cache.json", log=click.echo)
     directions.meta["command"] = (f"stylerig-au learn-directions --generator {generator_spec} --samples {num_samples} "

@@ -122,7 +122,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     if init is not None:
         meta["init"] = {"file": str(init_path), "created": init.created, "command": init.meta.get("command"),
                         "calibration_command": (init.meta.get("calibration") or {}).get("command"),
-                        "input_gain": dict(zip(map(str, init.aus), map(float, init.input_gain.cpu())))}
+                        "input_gain": {str(a): g for a, g in init.input_gains().items()}}
     save_mapper(mapper.cpu(), out, G.name, meta)
     load_mapper(out, G)  # read back: what is written must load
     card = write_mapper_card(out, G.name, meta, mapper.config)

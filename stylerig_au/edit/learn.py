@@ -157,7 +157,8 @@ class AUResult:
     scale: float = float("nan")
 
 
-def _nanmean(x: np.ndarray) -> float:
+def nan_mean(x: np.ndarray) -> float:
+    """Mean of the finite values of ``x`` (NaN rows are faces OpenFace did not find); NaN when there are none."""
     x = np.asarray(x, dtype=np.float64)
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
@@ -213,7 +214,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         col = readouts.aus.index(au)
         for name, mask in groups:
             moved = probe_ws + step * mask[None, :, None].float() * d[None, None, :]
-            res.group_effects[name] = _nanmean(measure(moved)[:, col] - base[:, col])
+            res.group_effects[name] = nan_mean(measure(moved)[:, col] - base[:, col])
         ranked = sorted(groups, key=lambda g: -res.group_effects[g[0]])
         total = sum(max(0.0, e) for e in res.group_effects.values())
         kept, acc = [], 0.0
@@ -228,7 +229,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
             if name in res.groups:
                 mask |= m
         moved = probe_ws + step * mask[None, :, None].float() * d[None, None, :]
-        achieved = _nanmean(measure(moved)[:, col] - base[:, col])
+        achieved = nan_mean(measure(moved)[:, col] - base[:, col])
         res.achieved_before_calibration = achieved
         # W units per AU unit along the masked direction, measured; clamped against noisy measurements
         per_unit = step / achieved if achieved > 1e-3 else scales[i] * CALIBRATION_CLAMP[1]

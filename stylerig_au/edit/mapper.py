@@ -144,6 +144,10 @@ class AUMapper(nn.Module):
             raise StylerigError(f"the AU mapper does not cover AU{number}; it covers AU {', '.join(map(str, self.config.aus))}")
         return self.config.aus.index(number)
 
+    def input_gains(self) -> dict[int, float]:
+        """The per-AU ΔAU multipliers as ``{AU: gain}``, in :attr:`aus` order."""
+        return dict(zip(self.aus, (float(g) for g in self.input_gain.cpu())))
+
     def set_input_gain(self, gains: dict[int, float] | torch.Tensor) -> None:
         """Set the per-AU ΔAU multipliers: a tensor [A] in :attr:`aus` order, or ``{AU: gain}`` (AUs not
         named keep their gain). Raises StylerigError for a gain that is not finite and > 0."""
@@ -212,7 +216,7 @@ def save_mapper(mapper: AUMapper, path: str | os.PathLike, generator: str, meta:
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": str(generator),
             "config": mapper.config.to_dict(),
             "state": {k: _stored(k, v) for k, v in mapper.state_dict().items()},
-            "input_gain": [float(g) for g in mapper.input_gain.cpu()],
+            "input_gain": list(mapper.input_gains().values()),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "meta": dict(meta or {})}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)

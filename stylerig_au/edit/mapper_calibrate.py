@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stylerig_au.edit.learn import nan_mean
 from stylerig_au.edit.mapper import AUMapper
 from stylerig_au.errors import StylerigError
 
@@ -52,11 +53,6 @@ def next_gain(gain: float, achieved: float, step: float = STEP, clamp: tuple[flo
     wanted = gain * step / achieved if math.isfinite(achieved) and achieved > NOT_MOVED else math.inf
     new = min(max(wanted, clamp[0]), clamp[1])
     return float(new), bool(new != wanted)
-
-
-def _nanmean(x: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
 def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndarray], probe_ws: torch.Tensor, *,
@@ -87,7 +83,7 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
     cache_path = Path(cache) if cache is not None else None
     key = (f"{getattr(mapper, 'generator', '?')}|{getattr(mapper, 'created', None)}|probes={len(probe_ws)}"
            f"|step={step}|rounds={rounds}|clamp={clamp[0]},{clamp[1]}")
-    start_gains = [float(g) for g in mapper.input_gain.cpu()]
+    start_gains = list(mapper.input_gains().values())
     key += "|start=" + ",".join(f"{g:.4f}" for g in start_gains)
     stored = json.loads(cache_path.read_text()) if cache_path is not None and cache_path.is_file() else {}
     done: dict[str, dict] = stored.get(key, {}) if isinstance(stored.get(key), dict) else {}
@@ -109,8 +105,8 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
                 edited = probe_ws + mapper(probe_ws, delta).to(probe_ws.dtype)
             change = measure(edited) - base
             res.gains.append(gain)
-            res.achieved.append(_nanmean(change[:, col]))
-            res.drift.append(_nanmean(np.abs(np.delete(change, col, axis=1))))
+            res.achieved.append(nan_mean(change[:, col]))
+            res.drift.append(nan_mean(np.abs(np.delete(change, col, axis=1))))
             new, res.clamped = next_gain(gain, res.achieved[-1], step, clamp)
             if new == gain:  # held at the clamp: measuring again would repeat the same edit
                 break

@@ -59,13 +59,13 @@ def calibration_lines(calibration: dict | None) -> list[str]:
     per_au = calibration.get("per_au", {})
     rounds = max((len(r.get("gains", [])) for r in per_au.values()), default=0)
     step = calibration.get("step", 2.0)
+    low, high = calibration.get("clamp", [0.5, 2.5])
     lines = [
         "", "## Calibration with OpenFace", "",
         f"Made by `{calibration.get('command', 'stylerig-au calibrate-mapper')}`: +{step:g} edits of "
         f"{calibration.get('probes')} probe faces (seeds from {calibration.get('probe_seed_start', 0):,}, truncation psi "
         f"{calibration.get('psi')}; not the held-out faces of the evaluations) were measured with the OpenFace "
-        f"estimator and each AU's input gain set so that they measure +{step:g} (gains kept within "
-        f"{calibration.get('clamp', [0.5, 2.5])[0]}-{calibration.get('clamp', [0.5, 2.5])[1]}). "
+        f"estimator and each AU's input gain set so that they measure +{step:g} (gains kept within {low}-{high}). "
         "The network is unchanged; OpenFace is then no longer independent of this mapper's scale.",
         "",
         "| AU | " + " | ".join(f"round {r + 1}: gain → achieved (drift)" for r in range(rounds)) + " | gain |",

@@ -10,7 +10,7 @@ from stylerig_au.models.protocol import Generator, StyleSlot, group_for_resoluti
 DEFAULT_GENERATOR = "mobilestylegan-ffhq-1024"
 BUILTIN_GENERATORS = ("mobilestylegan-ffhq-1024",)
 
-__all__ = ["seed_to_z", "BUILTIN_GENERATORS", "DEFAULT_GENERATOR", "Generator", "StyleSlot", "group_for_resolution",
+__all__ = ["seed_to_z", "seed_ws", "BUILTIN_GENERATORS", "DEFAULT_GENERATOR", "Generator", "StyleSlot", "group_for_resolution",
            "load_generator"]
 
 
@@ -20,6 +20,16 @@ def seed_to_z(seed: int, z_dim: int):
     import torch
 
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float()
+
+
+def seed_ws(G: Generator, seed_start: int, n: int, psi: float, device: str = "cpu"):
+    """W+ latents float32 [n, num_ws, w_dim] of seeds ``seed_start`` .. ``seed_start + n - 1``: w =
+    ``G.mapping(z, psi)`` (one batch, no gradient) on every slot, on ``device``."""
+    import torch
+
+    with torch.no_grad():
+        z = torch.cat([seed_to_z(seed_start + i, G.z_dim) for i in range(n)]).to(device)
+        return G.mapping(z, psi=psi)[:, None].repeat(1, G.num_ws, 1)
 
 
 def load_generator(spec: str | Path = DEFAULT_GENERATOR, device: str = "cpu", impl: str = "auto") -> Generator:
