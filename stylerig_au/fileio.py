@@ -56,14 +56,15 @@ def load_record(path: str | os.PathLike, fmt: str, version: int, kind: str, hint
     from stylerig_au.errors import StylerigError
 
     path = Path(path)
+    what_to_do = f"; {hint}" if hint else ""
     if not path.is_file():
-        raise StylerigError(f"{path}: no such {kind}")
+        raise StylerigError(f"{path}: no such {kind}{what_to_do}")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not one of ours"
-        raise StylerigError(f"{path}: not a stylerig-au {kind} ({type(err).__name__})") from None
+        raise StylerigError(f"{path}: not a stylerig-au {kind} ({type(err).__name__}){what_to_do}") from None
     if not isinstance(record, dict) or record.get("format") != fmt:
-        raise StylerigError(f"{path}: not a stylerig-au {kind}" + (f" ({hint})" if hint else ""))
+        raise StylerigError(f"{path}: not a stylerig-au {kind}{what_to_do}")
     if record.get("format_version", 0) > version:
         raise StylerigError(f"{path}: {kind} format {record['format_version']} is newer than this stylerig_au; upgrade it")
     return record
