@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from stylerig_au import metrics
+    from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import list_images, load_image, resize
     from stylerig_au.invert import InvertConfig, invert_files, prepare_jobs
     from stylerig_au.models import load_generator
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_label(args.device),
         "torch": torch.__version__,
         "generator": G.name,
-        "settings": {"steps": steps, "lr": lr, "quick": args.quick, "batch_size": args.batch_size, "loss_size": config.loss_size,
+        "settings": {"steps": steps, "lr": lr, "quick": args.quick, "batch_size": args.batch_size, "limit": args.limit, "loss_size": config.loss_size,
                      "metric_size": 256},
         "per_image": rows,
         "mean": mean,
@@ -108,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     tag = "cuda" if args.device.startswith("cuda") else "cpu"
     out = args.out or REPO / "experiments" / "results" / f"eval_inversion_{tag}{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {out}")
     return 0
 
