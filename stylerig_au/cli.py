@@ -9,7 +9,9 @@ one-line ``error: ...`` and exit status 1.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -61,8 +63,28 @@ def cli() -> None:
     """Edit facial Action Units (FACS AUs) of real face photos with a StyleGAN."""
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line to stderr and exit with status 1."""
+    """Run the CLI; user errors print one line to stderr and exit with status 1.
+
+    SIGTERM (``kill``, a batch scheduler's pre-emption) stops a command as Ctrl-C does, so a long one
+    (training, inversion, calibration) ends with its usual message and a rerun resumes from its saved
+    state."""
+    previous = signal.getsignal(signal.SIGTERM)
+    install = threading.current_thread() is threading.main_thread() and previous is not None
+    if install:
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(argv)
+    finally:
+        if install:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="stylerig-au", standalone_mode=False)
     except StylerigError as err:

@@ -30,3 +30,27 @@ def test_help_does_not_import_torch():
     code = "import sys; from stylerig_au.cli import main; main(['--help']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_sigterm_stops_a_command_like_ctrl_c(monkeypatch, capsys):
+    """kill (SIGTERM) raises KeyboardInterrupt inside the command, so it stops as on Ctrl-C; the
+    process's own SIGTERM handler is back afterwards."""
+    import os
+    import signal
+    import time
+
+    import click
+
+    import stylerig_au.commands.doctor as doctor_module
+
+    @click.command()
+    def killed() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(doctor_module, COMMANDS["doctor"][1], killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["doctor"]) == 130
+    assert "aborted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
