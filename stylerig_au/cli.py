@@ -63,10 +63,6 @@ def cli() -> None:
     """Edit facial Action Units (FACS AUs) of real face photos with a StyleGAN."""
 
 
-def _interrupt(signum: int, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line to stderr and exit with status 1.
 
@@ -76,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     install = threading.current_thread() is threading.main_thread() and previous is not None
     if install:
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as for SIGINT
     try:
         return _run(argv)
     finally:
