@@ -7,6 +7,7 @@ and its reconstruction compared with the aligned photo, both area-resized to 256
 
     python experiments/eval_inversion.py --quick --limit 3            # CPU demo settings
     python experiments/eval_inversion.py --device cuda --steps 500    # GPU
+    python experiments/eval_inversion.py --keep runs/inv --resume     # interruptible: rerun to go on
 
 Prints a table (per image and mean) and writes JSON (with the device name) to
 ``experiments/results/eval_inversion_<device>[_quick].json``.
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N photos (0: all)")
     ap.add_argument("--batch-size", type=int, default=1, help="faces optimised together (default: %(default)s)")
     ap.add_argument("--keep", type=Path, default=None, help="keep latents / reconstructions in this folder")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --keep: reuse finished latents there, checkpoint every 25 steps, continue interrupted ones")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default: experiments/results/eval_inversion_<device>.json)")
     args = ap.parse_args(argv)
 
@@ -57,18 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     files = list_images([args.faces])
     if args.limit:
         files = files[: args.limit]
+    if args.resume and not args.keep:
+        print("--resume needs --keep DIR (the folder to resume from)", file=sys.stderr)
+        return 2
     if not files:
         print(f"no photos in {args.faces}", file=sys.stderr)
         return 1
     G = load_generator(args.generator, device=args.device)
     lp = load_lpips(device=args.device)
-    config = InvertConfig(steps=steps, lr=lr, checkpoint_every=0)
+    config = InvertConfig(steps=steps, lr=lr, checkpoint_every=25 if args.resume else 0)
     work = args.keep or Path(tempfile.mkdtemp(prefix="eval_inversion_"))
     t_all = time.perf_counter()
-    results = invert_files(G, files, work, config, batch_size=args.batch_size, device=args.device, lpips_model=lp, overwrite=True)
+    results = invert_files(G, files, work, config, batch_size=args.batch_size, device=args.device, lpips_model=lp, overwrite=not args.resume)
     rows = []
     for res in results:
-        if res.status != "done":
+        if res.status == "skipped":
+            print(f"{res.stem}: reused the finished latent in {work}", file=sys.stderr)
+        elif res.status != "done":
             print(f"skip {res.source}: {res.message}", file=sys.stderr)
             continue
         job = next(j for j in prepare_jobs(Path(res.source), G.resolution) if j.stem == res.stem)
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_label(args.device),
         "torch": torch.__version__,
         "generator": G.name,
-        "settings": {"steps": steps, "lr": lr, "quick": args.quick, "batch_size": args.batch_size, "limit": args.limit, "loss_size": config.loss_size,
+        "settings": {"steps": steps, "lr": lr, "quick": args.quick, "batch_size": args.batch_size, "limit": args.limit, "resumed": args.resume, "loss_size": config.loss_size,
                      "metric_size": 256},
         "per_image": rows,
         "mean": mean,

@@ -30,6 +30,8 @@ Latent file ``<stem>.pt`` (``torch.save`` of a dict; read it with :func:`load_la
                     when the input was used as already aligned
 ``losses``          final per-image losses: ``total``, ``lpips``, ``mse``, ``w_reg``, ``noise_reg``
 ``steps``           optimisation steps run; ``config``: the :class:`InvertConfig` as a dict
+``seconds``         optimisation wall time per image (its batch's time / batch size, summed over
+                    resumed runs); older files may lack it
 ``created``         UTC ISO time; ``stylerig_au_version``
 ==================  ==========================================================================
 """
@@ -346,7 +348,7 @@ def render_latent(G, record: dict, device: torch.device | str = "cpu") -> torch.
         return render(G, ws, noise)
 
 
-def _make_record(G, item: "Job", image_state: dict, losses: dict[str, float], config: InvertConfig) -> dict:
+def _make_record(G, item: "Job", image_state: dict, losses: dict[str, float], config: InvertConfig, seconds: float) -> dict:
     from stylerig_au import __version__
 
     return {
@@ -365,6 +367,7 @@ def _make_record(G, item: "Job", image_state: dict, losses: dict[str, float], co
         "losses": losses,
         "steps": config.steps,
         "config": dataclasses.asdict(config),
+        "seconds": float(seconds),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stylerig_au_version": __version__,
     }
@@ -493,7 +496,8 @@ def invert_files(
                     saved = {k: v for k, v in (rec.get("config") or {}).items() if k != "checkpoint_every"}
                     if (rec.get("source_sha256") == job.source_sha256 and rec.get("generator") == getattr(G, "name", None)
                             and saved == config.schedule_key()):
-                        results.append(FileResult(job.source, job.stem, "skipped", "already inverted", final, out_dir / f"{job.stem}_recon.png"))
+                        results.append(FileResult(job.source, job.stem, "skipped", "already inverted", final, out_dir / f"{job.stem}_recon.png",
+                                                  float(rec.get("seconds", math.nan)), rec.get("losses")))
                         continue
                 except StylerigError:
                     pass
@@ -517,11 +521,15 @@ def invert_files(
                 bar.update(1)
                 bar.set_postfix(lpips=f"{losses['lpips'].mean().item():.3f}", mse=f"{losses['mse'].mean().item():.4f}")
 
-            def on_checkpoint(st: InversionState, jobs=jobs):
-                for job, item in zip(jobs, st.split()):
+            # seconds already spent on each image by an earlier, interrupted run
+            before = [float(ck.get("seconds", 0.0)) if ck else 0.0 for _, ck in batch]
+
+            def on_checkpoint(st: InversionState, jobs=jobs, before=before):
+                spent = (time.perf_counter() - t0) / len(jobs)
+                for job, item, prev in zip(jobs, st.split(), before):
                     save_latent(out_dir / f"{job.stem}.ckpt.pt", {"format": CHECKPOINT_FORMAT, "schedule": config.schedule_key(),
                                                                    "generator": getattr(G, "name", None), "source_sha256": job.source_sha256,
-                                                                   "face_index": job.face_index, **item})
+                                                                   "face_index": job.face_index, "seconds": prev + spent, **item})
 
             t0 = time.perf_counter()
             final_state, losses = optimize(G, targets, config, lpips_model, state, on_step, on_checkpoint)
@@ -531,11 +539,11 @@ def invert_files(
             seconds = (time.perf_counter() - t0) / len(jobs)
             for i, (job, item) in enumerate(zip(jobs, final_state.split())):
                 per = {k: float(v[i]) for k, v in losses.items()}
-                latent = save_latent(out_dir / f"{job.stem}.pt", _make_record(G, job, item, per, config))
+                latent = save_latent(out_dir / f"{job.stem}.pt", _make_record(G, job, item, per, config, before[i] + seconds))
                 recon_img = to_uint8(recon[i].clamp(-1, 1))
                 recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img)
                 (out_dir / f"{job.stem}.ckpt.pt").unlink(missing_ok=True)
-                results.append(FileResult(job.source, job.stem, "done", "", latent, recon_path, seconds, per))
+                results.append(FileResult(job.source, job.stem, "done", "", latent, recon_path, before[i] + seconds, per))
                 grid_rows.extend([job.photo, job.image, recon_img])
     if grid_name and grid_rows:
         name = grid_name if world == 1 else f"{Path(grid_name).stem}_rank{rank}{Path(grid_name).suffix}"
@@ -562,4 +570,6 @@ def _load_checkpoint(path: Path, G, job: Job, config: InvertConfig) -> dict | No
     )
     if not ok:
         return None
-    return {k: ck[k] for k in ("ws", "noise", "adam", "step")}
+    state = {k: ck[k] for k in ("ws", "noise", "adam", "step")}
+    state["seconds"] = float(ck.get("seconds", 0.0))
+    return state

@@ -143,6 +143,8 @@ def test_invert_files_outputs_errors_and_resume(tiny_stylegan2, cheap, photos, t
     mtime = (out / "astro.pt").stat().st_mtime_ns
     again_results = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, cfg, lpips_model=cheap, progress=False)
     assert again_results[0].status == "skipped" and (out / "astro.pt").stat().st_mtime_ns == mtime
+    # a reused latent reports the optimisation time and losses it was made with
+    assert rec["seconds"] > 0 and again_results[0].seconds == rec["seconds"] and again_results[0].losses == rec["losses"]
     # other settings: the old latent is not reused
     longer = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, _cfg(steps=7, checkpoint_every=2),
                                  lpips_model=cheap, progress=False, log=lambda m: None)
@@ -166,13 +168,13 @@ def test_invert_files_resumes_a_checkpoint(tiny_stylegan2, cheap, photos, tmp_pa
     (item,) = saved[0].split()
     invert.save_latent(part / "astro.ckpt.pt", {"format": invert.CHECKPOINT_FORMAT, "schedule": cfg.schedule_key(),
                                                 "generator": tiny_stylegan2.name, "source_sha256": job.source_sha256,
-                                                "face_index": 0, **item})
-    seen = []
+                                                "face_index": 0, "seconds": 100.0, **item})
     res = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], part, cfg, lpips_model=cheap, progress=False)
     assert res[0].status == "done" and not (part / "astro.ckpt.pt").exists()
     a, b = invert.load_latent(full / "astro.pt"), invert.load_latent(part / "astro.pt")
     assert torch.allclose(a["ws"], b["ws"], atol=1e-5)
-    del seen
+    # the time spent before the interruption counts towards the image's seconds
+    assert b["seconds"] > 100.0 and res[0].seconds == b["seconds"]
 
 
 def test_load_latent_rejects_other_files(tmp_path):
@@ -213,3 +215,35 @@ def test_optimize_on_gpu_matches_cpu_start(tiny_stylegan2, small_lpips):
     with torch.no_grad():
         first = small_lpips(invert.render(G, start.ws, start.noise), target)
     assert losses["lpips"][0] < first.item()
+
+
+def test_eval_inversion_script_resumes_from_kept_latents(tiny_stylegan2, photos, tmp_path, capsys):
+    """experiments/eval_inversion.py --keep DIR --resume: a rerun reuses finished latents and their seconds."""
+    import json
+
+    from stylerig_au.models.checkpoints import save_stylegan2
+    from tests.helpers import require_asset
+    from tests.test_eval_edits_stats import load_script
+
+    for name in ("dlib-landmarks-68", "lpips-vgg16", "dlib-face-recognition"):
+        require_asset(name)
+    script = load_script("eval_inversion")
+    ckpt = save_stylegan2(tiny_stylegan2, tmp_path / "tiny.pt")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (photos / "astro.png").rename(faces / "astro.png")
+    keep, out = tmp_path / "keep", tmp_path / "eval.json"
+    args = ["--faces", str(faces), "--generator", str(ckpt), "--steps", "2", "--keep", str(keep), "--out", str(out)]
+    assert script.main(args[:-4] + ["--out", str(out), "--resume"]) == 2  # --resume without --keep
+    assert "needs --keep" in capsys.readouterr().err and not out.exists()
+    assert script.main(args + ["--resume"]) == 0
+    first = json.loads(out.read_text())
+    assert first["settings"]["resumed"] and first["per_image"][0]["seconds"] > 0
+    mtime = (keep / "astro.pt").stat().st_mtime_ns
+    assert script.main(args + ["--resume"]) == 0
+    assert "reused the finished latent" in capsys.readouterr().err
+    second = json.loads(out.read_text())
+    assert (keep / "astro.pt").stat().st_mtime_ns == mtime
+    a, b = first["per_image"][0], second["per_image"][0]
+    for key in ("lpips", "mse", "ssim", "identity_distance", "seconds"):  # identity is NaN when dlib finds no face
+        assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key])), key
