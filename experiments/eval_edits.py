@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.directions import load_default_directions
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.imageio import make_grid, save_image
+    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
     from stylerig_au.metrics import identity_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     def render(ws: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         with torch.no_grad():
             img = G.synthesis(ws).clamp(-1, 1)
-        return ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), img
+        return batch_to_uint8(img), img
 
     rows = []
     tiles = []

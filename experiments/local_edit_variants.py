@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.mapper import load_default_mapper
     from stylerig_au.edit.mapper_train import region_mask
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.imageio import make_grid, save_image
+    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
     from stylerig_au.metrics import identity_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
@@ -67,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     aus = mapper.aus
     of_cols = [list(openface.aus).index(a) for a in aus]
     variants = ["raw", "slots"] + [f"blend-{f:g}" for f in args.feather]
-
-    def to_u8(img: torch.Tensor) -> np.ndarray:
-        return ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def synth(ws: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in range(args.faces):
         ws = ws_all[f:f + 1]
         base = synth(ws)
-        base_u8 = to_u8(base)
+        base_u8 = batch_to_uint8(base)
         base_aus = label_images(base_u8, openface)["aus"][0][of_cols]
         if not np.isfinite(base_aus).all():
             print(f"seed {args.seed_start + f}: no face found by dlib; skipped", file=sys.stderr)
@@ -106,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     mask = region_mask([[au]], edit.shape[-1], feather=float(v.split("-", 1)[1]), device=device)
                     img = mask * edit + (1 - mask) * base
-                img_u8 = to_u8(img)
+                img_u8 = batch_to_uint8(img)
                 change[v_idx, f, i] = label_images(img_u8, openface)["aus"][0][of_cols] - base_aus
                 ident[v_idx, f, i] = float(identity_distance(base_small, F.interpolate(img, size=512, mode="area"))[0])
                 rows[v].append(img_u8[0])

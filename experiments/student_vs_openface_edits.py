@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.mapper import apply_mapper, load_default_mapper
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
+    from stylerig_au.imageio import batch_to_uint8
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
 
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             img = G.synthesis(ws).clamp(-1, 1)
             st = student(F.interpolate(img, size=256, mode="area"))[0, st_cols].cpu().numpy()
-        u8 = ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return label_images(u8, openface)["aus"][0][of_cols], st
+        return label_images(batch_to_uint8(img), openface)["aus"][0][of_cols], st
 
     ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
     change_of = np.full((args.faces, len(aus), len(aus)), np.nan)  # [face, edited AU, measured AU]

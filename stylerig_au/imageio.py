@@ -1,7 +1,7 @@
 """Image files in and out: one loader that always gives uint8 RGB, atomic saving, grids.
 
 Conventions: an *image array* is numpy uint8 [H, W, 3] RGB. Generator output is a float tensor
-[3, H, W] or [1, 3, H, W] in [-1, 1]; :func:`to_uint8` converts both.
+[3, H, W] or [1, 3, H, W] in [-1, 1]; :func:`to_uint8` converts both, :func:`batch_to_uint8` a batch.
 """
 
 from __future__ import annotations
@@ -92,6 +92,14 @@ def to_uint8(image: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     return arr
+
+
+def batch_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """uint8 numpy [N, H, W, 3] from a float tensor batch [N, 3, H, W] in [-1, 1] (clipped, rounded)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise StylerigError(f"expected an image batch tensor [N, 3, H, W], got {tuple(getattr(images, 'shape', ()))}")
+    u8 = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return u8.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

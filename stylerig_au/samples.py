@@ -118,6 +118,7 @@ def _check_meta(folder: Path, meta: dict) -> None:
 def _make_chunk(G, detector, seeds: list[int], psi: float, image_size: int, device: str, batch_size: int,
                 on_image: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
     """Synthesise and label the samples of ``seeds``: one chunk dict in the format of the module docstring."""
+    from stylerig_au.imageio import batch_to_uint8
     from stylerig_au.models import seed_to_z
 
     ws, imgs, small = [], [], []
@@ -126,8 +127,7 @@ def _make_chunk(G, detector, seeds: list[int], psi: float, image_size: int, devi
             z = torch.cat([seed_to_z(s, G.z_dim) for s in seeds[start:start + batch_size]]).to(device)
             w = G.mapping(z, psi=psi)
             img = G.synthesis(w[:, None].repeat(1, G.num_ws, 1)).clamp(-1, 1)
-            u8 = ((img + 1) * 127.5).round().to(torch.uint8)
-            imgs.extend(u8.permute(0, 2, 3, 1).cpu().numpy())
+            imgs.extend(batch_to_uint8(img))
             small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
                          .round().clamp(0, 255).to(torch.uint8).cpu())
             ws.append(w.float().cpu())

@@ -78,3 +78,12 @@ def test_atomic_path_removes_partial_on_failure(tmp_path):
 def test_make_grid_layout():
     grid = imageio.make_grid([_pattern(), _pattern(40, 10), _pattern()], ncols=2, cell=16, pad=2)
     assert grid.shape == (2 * 18 + 2, 2 * 18 + 2, 3) and grid.dtype == np.uint8
+
+
+def test_batch_to_uint8_clips_and_rounds():
+    batch = torch.tensor([-2.0, -1.0, 0.0, 1.0, 3.0]).view(1, 1, 1, 5).repeat(2, 3, 1, 1)
+    out = imageio.batch_to_uint8(batch)
+    assert out.dtype == np.uint8 and out.shape == (2, 1, 5, 3)
+    assert out[1, 0, :, 0].tolist() == [0, 0, 128, 255, 255]  # 127.5 rounds half to even
+    with pytest.raises(StylerigError, match=r"\[N, 3, H, W\]"):
+        imageio.batch_to_uint8(torch.zeros(3, 4, 4))

@@ -37,13 +37,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def to_uint8(images):
-    """Images [N, 3, H, W] in [-1, 1] -> uint8 numpy [N, H, W, 3] (clipped)."""
-    import torch
-
-    return (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def make_grid(images, columns: int | None = None):
     """uint8 [N, H, W, 3] -> one uint8 [rows*H, cols*W, 3] image (row-major, black padding)."""
     import numpy as np
@@ -56,16 +49,6 @@ def make_grid(images, columns: int | None = None):
         r, col = divmod(i, cols)
         grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
     return grid
-
-
-def save_png(array, path: Path) -> None:
-    """Write a uint8 [H, W, 3] array as PNG via a temporary name, then rename (no half-written files)."""
-    from PIL import Image
-
-    from stylerig_au.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
 
 
 @click.command()
@@ -87,6 +70,7 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
     import torch
     from tqdm import tqdm
 
+    from stylerig_au.imageio import batch_to_uint8, save_image
     from stylerig_au.models import load_generator, seed_to_z
 
     seed_list = parse_seeds(seeds)
@@ -110,13 +94,13 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
             chunk = seed_list[start:start + batch]
             z = torch.cat([seed_to_z(s, G.z_dim) for s in chunk]).to(device)
             w = G.mapping(z, psi=psi)
-            img = to_uint8(G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), **synth_kwargs))
+            img = batch_to_uint8(G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), **synth_kwargs))
             for s, array in zip(chunk, img):
-                save_png(array, out_dir / f"seed{s:04d}.png")
+                save_image(out_dir / f"seed{s:04d}.png", array)
             images.append(img)
             bar.update(len(chunk))
     if grid:
         import numpy as np
 
-        save_png(make_grid(np.concatenate(images)), out_dir / "grid.png")
+        save_image(out_dir / "grid.png", make_grid(np.concatenate(images)))
     click.echo(f"wrote {len(seed_list)} image(s){' and grid.png' if grid else ''} to {out_dir} ({G.name}, psi={psi})")

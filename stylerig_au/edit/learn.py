@@ -29,6 +29,7 @@ import torch
 
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.errors import StylerigError
+from stylerig_au.imageio import batch_to_uint8
 from stylerig_au.samples import Samples, label_images
 
 POSE_NAMES = ("pitch", "yaw", "roll")
@@ -138,8 +139,7 @@ def measure_aus(G, ws: torch.Tensor, detector, batch_size: int = 1) -> np.ndarra
     with torch.no_grad():
         for start in range(0, len(ws), batch_size):
             img = G.synthesis(ws[start:start + batch_size]).clamp(-1, 1)
-            u8 = ((img + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            out.append(label_images(u8, detector)["aus"])
+            out.append(label_images(batch_to_uint8(img), detector)["aus"])
     return np.concatenate(out)
 
 
