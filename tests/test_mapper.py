@@ -194,6 +194,31 @@ def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
         _train(G, 4, tmp_path / "b.pt", psi=0.5)
 
 
+def test_interrupted_training_saves_its_state_and_resumes_exactly(tiny_stylegan2, tmp_path, monkeypatch):
+    """Ctrl-C (or kill, via the CLI) in the middle of step 3: steps 0-2 are saved, a rerun ends as a straight run."""
+    from stylerig_au.edit import mapper_train
+
+    G = tiny_stylegan2
+    straight, _ = _train(G, 4, tmp_path / "a.pt")
+    real = mapper_train.batch_latents
+
+    def interrupt_at_step_3(G, step, *args, **kwargs):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(G, step, *args, **kwargs)
+
+    monkeypatch.setattr(mapper_train, "batch_latents", interrupt_at_step_3)
+    with pytest.raises(StylerigError, match=r"interrupted after step 3; .*rerun the same command to resume"):
+        _train(G, 4, tmp_path / "b.pt")
+    state = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert state["step"] == 3 and len(state["history"]) == 3
+    monkeypatch.setattr(mapper_train, "batch_latents", real)
+    resumed, again = _train(G, 4, tmp_path / "b.pt")
+    assert again["steps_run"] == 1 and len(again["history"]) == 4
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX process launcher")
 def test_training_under_torchrun_with_two_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}

@@ -303,7 +303,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
 
         bar = tqdm(total=settings.steps, initial=min(start, settings.steps), desc="train mapper", unit="step")
     tick = time.perf_counter()
-    step = start
+    done = start  # steps whose update is applied and recorded: what an interrupted run saves
     try:
         for step in range(start, settings.steps):
             for group in opt.param_groups:
@@ -322,6 +322,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
                 dist.all_reduce(values)
                 values /= d.world
             history.append({k: float(v) for k, v in zip((*LOSS_NAMES, "total"), values.cpu())})
+            done = step + 1
             if bar is not None:
                 recent = history[-20:]
                 bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in ("target", "keep", "outside", "total")})
@@ -329,10 +330,11 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
             if (step + 1) % settings.save_every == 0:
                 save(step + 1)
     except KeyboardInterrupt:
-        save(step)
+        del history[done:]  # keep the history in step with the saved weights
+        save(done)
         if bar is not None:
             bar.close()
-        raise StylerigError(f"interrupted at step {step}; the state is in {checkpoint}: rerun the same command to resume") from None
+        raise StylerigError(f"interrupted after step {done}; the state is in {checkpoint}: rerun the same command to resume") from None
     if bar is not None:
         bar.close()
     save(settings.steps)
