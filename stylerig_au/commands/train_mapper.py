@@ -68,11 +68,14 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
               help="Weight of one loss term, repeatable: target, keep, outside, identity, size "
                    "[defaults 1, 1, 4, 4, 0.05], e.g. --weight keep=2 to hold the other AUs more firmly.")
+@click.option("--identity-net", type=click.Choice(["lpips", "dlib"]), default="lpips", show_default=True,
+              help="What the identity loss compares: dlib's face descriptor (the evaluations' identity distance, "
+                   "run differentiably) or deep LPIPS-VGG features (cheaper; the bundled mapper's).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda (under torchrun: one GPU per process).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
-                 weights: tuple[str, ...], threads: int | None) -> None:
+                 weights: tuple[str, ...], threads: int | None, identity_net: str) -> None:
     """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
     import torch
 
@@ -93,7 +96,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     G = load_generator(generator_spec, device="cpu")
     init = load_mapper(init_path, G) if init_path else None
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,
-                                   seed=seed, init=f"{init_path.name} ({init.created})" if init is not None else "",
+                                   seed=seed, identity_net=identity_net, init=f"{init_path.name} ({init.created})" if init is not None else "",
                                    **parse_loss_weights(weights))
     settings.check()
     if init is not None:

@@ -13,8 +13,10 @@ Both the face and its edit are rendered and scored, and the loss is
 * ``keep``: (change of every other AU)², so the rest of the expression stays put;
 * ``outside``: LPIPS between face and edit with the regions of the edited AUs blacked out
   (:func:`region_mask`), so hair, background and the rest of the face do not move;
-* ``identity``: cosine distance between the deepest LPIPS-VGG features of the two face crops, an
-  identity proxy (no differentiable face-recognition network is available offline);
+* ``identity``: with ``identity_net='dlib'``, the distance between dlib's 128-d face descriptors of
+  face and edit (:mod:`stylerig_au.identity_net`: the network of the evaluations' identity distance,
+  run differentiably on the face's dlib chip); with ``'lpips'`` (the bundled mapper's), the cosine
+  distance between the deepest LPIPS-VGG features of the two face crops, a cheaper proxy;
 * ``size``: mean square of the part of Δw+ beyond the linear directions, in units of w's spread.
 
 Runs unchanged under ``torchrun``: with ``WORLD_SIZE`` > 1 each process draws its own faces,
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +56,7 @@ REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
 }
 FACE_CROP = (0.18, 0.24, 0.82, 0.94)
 LOSS_NAMES = ("target", "keep", "outside", "identity", "size")
+IDENTITY_NETS = ("lpips", "dlib")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class MapperTrainSettings:
     w_size: float = 0.05
     seed: int = 0
     save_every: int = 25
+    identity_net: str = "lpips"  # 'lpips' (proxy) or 'dlib' (dlib's face descriptor, stylerig_au.identity_net)
     init: str = ""  # what the mapper started from when not the linear directions (a resumed run must match)
 
     def check(self) -> None:
@@ -85,11 +90,16 @@ class MapperTrainSettings:
             raise StylerigError(f"need 0 < delta_min <= delta_max, got {self.delta_min}, {self.delta_max}")
         if not 0 <= self.negative <= 1:
             raise StylerigError(f"negative (the share of negative changes) must be in [0, 1], got {self.negative}")
+        if self.identity_net not in IDENTITY_NETS:
+            raise StylerigError(f"identity net must be one of {', '.join(IDENTITY_NETS)}, got {self.identity_net!r}")
         if self.image_size < 64:
             raise StylerigError(f"image_size must be at least 64 (the student needs it), got {self.image_size}")
 
     def resume_key(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("steps", "save_every")}
+        key = {k: v for k, v in asdict(self).items() if k not in ("steps", "save_every")}
+        if key["identity_net"] == "lpips":  # states saved before the option existed resume too
+            del key["identity_net"]
+        return key
 
 
 def region_mask(aus_per_face: list[list[int]], size: int, feather: float = 0.04,
@@ -138,6 +148,27 @@ def identity_proxy(lpips, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(fa, fb, dim=1)
 
 
+def dlib_identity(net, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance [N] between dlib face descriptors of ``a`` and ``b`` (float [N, 3, S, S] in [-1, 1],
+    FFHQ-aligned), both sampled on the dlib chip of the face found in ``b`` (no gradient through the
+    landmarks); 0 for a face where dlib finds none."""
+    from stylerig_au.au.landmarks import landmarks_68
+    from stylerig_au.identity_net import chip_affine, extract_chips
+    from stylerig_au.imageio import batch_to_uint8
+
+    affines, found = [], []
+    for img in batch_to_uint8(b):
+        pts = landmarks_68(img)
+        found.append(pts is not None)
+        affines.append(chip_affine(pts) if pts is not None else np.eye(2, 3))
+    aff = torch.as_tensor(np.stack(affines), dtype=a.dtype, device=a.device)
+    da = net(extract_chips(a, aff))
+    with torch.no_grad():
+        db = net(extract_chips(b, aff))
+    dist = (da - db).pow(2).sum(dim=1).add(1e-12).sqrt()
+    return dist * torch.tensor(found, dtype=dist.dtype, device=dist.device)
+
+
 class MapperLoss:
     """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs)."""
 
@@ -148,6 +179,11 @@ class MapperLoss:
             raise StylerigError(f"the student AU detector does not score AU {', '.join(map(str, missing))}")
         self.cols = torch.tensor([student.aus.index(a) for a in aus])
         self.aus = aus
+        self.face_net = None
+        if s.identity_net == "dlib":
+            from stylerig_au.identity_net import load_face_resnet
+
+            self.face_net = load_face_resnet(device=next(student.parameters()).device)
 
     def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
         img = G.synthesis(ws)
@@ -175,7 +211,10 @@ class MapperLoss:
         }
         keep = 1 - region_mask(edited, edit.shape[-1], device=edit.device)
         losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean()
-        losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
+        if self.face_net is not None:
+            losses["identity"] = dlib_identity(self.face_net.to(edit.device), edit, base).mean()
+        else:
+            losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
         idx = module.slot_index
         linear = torch.einsum("na,aed->ned", gained, module.linear.detach())
         residual = (step.index_select(1, idx) - linear) / module.w_std

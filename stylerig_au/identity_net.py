@@ -1,0 +1,253 @@
+"""dlib's face-recognition ResNet in PyTorch: the 128-d descriptor of :mod:`stylerig_au.metrics`, differentiable.
+
+The identity distance that the evaluations report is dlib's (``dlib_face_recognition_resnet_model_v1``,
+same person < 0.6). dlib runs it in C++ without gradients; this module reads the same weights from
+the same ``.dat`` file (dlib's own serialisation, parsed here) into a PyTorch network, so that a
+training loss can follow that descriptor. On the same 150x150 face chip it gives dlib's descriptor
+to float precision (tested).
+
+The network (dlib's ``dnn_face_recognition_ex``): a 7x7/2 convolution, 3x3/2 max-pool, then 14
+residual blocks of two 3x3 convolutions with batch-norm folded into per-channel affines; blocks
+that halve the size use a stride-2 first convolution (no padding) and a 2x2 average-pooled
+shortcut, added with dlib's rule for tensors of different sizes (zero-padded to the larger);
+finally a global average and a 256 -> 128 linear map. Input: RGB in [0, 255] minus dlib's channel
+means, divided by 256.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylerig_au.errors import StylerigError
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25  # dlib's get_face_chip padding for this network
+
+
+# ----------------------------------------------------------------------------- reading dlib's .dat
+
+
+class _Reader:
+    """Sequential reader of dlib's serialisation: variable-length integers, tensors, strings."""
+
+    def __init__(self, data: bytes, path: str):
+        self.data, self.path, self.pos = data, path, 0
+
+    def _fail(self, what: str) -> StylerigError:
+        return StylerigError(f"{self.path}: not dlib's face-recognition ResNet ({what} at byte {self.pos}); "
+                             "run `stylerig-au pretrained fetch dlib-face-recognition --force` to fetch it again")
+
+    def int(self) -> int:
+        if self.pos >= len(self.data):
+            raise self._fail("unexpected end of file")
+        head = self.data[self.pos]
+        size = head & 0x0F
+        if size > 8:
+            raise self._fail("bad integer")
+        value = int.from_bytes(self.data[self.pos + 1:self.pos + 1 + size], "little")
+        self.pos += 1 + size
+        return -value if head & 0x80 else value
+
+    def tensor(self) -> np.ndarray:
+        """dlib tensor (format version 2: four sizes, then little-endian float32 values), flat."""
+        if self.int() != 2:
+            raise self._fail("unknown tensor format")
+        dims = [self.int() for _ in range(4)]
+        count = int(np.prod(dims))
+        if min(dims) < 0 or self.pos + 4 * count > len(self.data):
+            raise self._fail("bad tensor size")
+        values = np.frombuffer(self.data, "<f4", count, self.pos).copy()
+        self.pos += 4 * count
+        return values
+
+    def find(self, name: str) -> bool:
+        """Move past the next serialised string ``name`` (length-prefixed); False when there is none."""
+        key = bytes([1, len(name)]) + name.encode()
+        at = self.data.find(key, self.pos)
+        if at < 0:
+            return False
+        self.pos = at + len(key)
+        return True
+
+
+@dataclass
+class _Conv:
+    weight: np.ndarray  # [out, in, k, k]
+    bias: np.ndarray  # [out]
+    stride: int
+    padding: int
+
+
+def _read_layers(path: str | os.PathLike) -> tuple[list[_Conv], list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+    """(convolutions, affines (gamma, beta), fc weight [256, 128], input channel means [3]) in file order."""
+    data = Path(path).read_bytes()
+    r = _Reader(data, str(path))
+    if not r.find("loss_metric_2") or not r.find("input_rgb_image_sized"):
+        raise r._fail("no loss_metric / input layer")
+    means = []
+    for _ in range(3):  # dlib floats: mantissa * 2**exponent
+        mantissa, exponent = r.int(), r.int()
+        means.append(mantissa * 2.0 ** exponent)
+    if [r.int(), r.int()] != [CHIP_SIZE, CHIP_SIZE]:
+        raise r._fail("input size is not 150x150")
+    convs, affines, in_ch = [], [], 3
+    body_end = data.find(bytes([1, 4]) + b"fc_2")
+    while True:
+        start = r.pos
+        if not r.find("con_4") or (0 <= body_end < r.pos):
+            r.pos = start
+            break
+        params = r.tensor()
+        out_ch, kh, kw, sy, sx, py, px = (r.int() for _ in range(7))
+        if kh != kw or sy != sx or py != px or params.size != out_ch * in_ch * kh * kw + out_ch:
+            raise r._fail("unexpected convolution")
+        n = out_ch * in_ch * kh * kw
+        convs.append(_Conv(params[:n].reshape(out_ch, in_ch, kh, kw), params[n:], sy, py))
+        if not r.find("affine_"):
+            raise r._fail("convolution without its affine")
+        ab = r.tensor()
+        if ab.size != 2 * out_ch:
+            raise r._fail("unexpected affine")
+        affines.append((ab[:out_ch], ab[out_ch:]))
+        in_ch = out_ch
+    if not r.find("fc_2"):
+        raise r._fail("no final fc layer")
+    num_out, num_in = r.int(), r.int()
+    fc = r.tensor()
+    if fc.size != num_in * num_out or num_in != in_ch:
+        raise r._fail("unexpected fc layer")
+    return convs, affines, fc.reshape(num_in, num_out), np.array(means, np.float32)
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's add of tensors of different sizes: both zero-padded (channels, bottom, right) to the larger."""
+    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
+
+    return pad(a) + pad(b)
+
+
+class _ConvAffine(nn.Module):
+    def __init__(self, conv: _Conv, affine: tuple[np.ndarray, np.ndarray]):
+        super().__init__()
+        self.stride, self.padding = conv.stride, conv.padding
+        gamma, beta = (torch.from_numpy(a).view(1, -1, 1, 1) for a in affine)
+        # fold the affine into the convolution: gamma * (conv(x) + b) + beta
+        self.register_buffer("weight", torch.from_numpy(conv.weight) * gamma.view(-1, 1, 1, 1))
+        self.register_buffer("bias", torch.from_numpy(conv.bias) * gamma.view(-1) + beta.view(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+class _Block(nn.Module):
+    def __init__(self, first: _ConvAffine, second: _ConvAffine):
+        super().__init__()
+        self.first, self.second = first, second
+        self.down = first.stride != 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.second(F.relu(self.first(x)))
+        shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
+        return F.relu(_add_padded(y, shortcut))
+
+
+class DlibFaceResNet(nn.Module):
+    """dlib's face-recognition ResNet (frozen). ``forward``: float RGB [N, 3, 150, 150] in [0, 255]
+    (a dlib face chip, :func:`face_chip_grid`) -> descriptors float32 [N, 128]."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        convs, affines, fc, means = _read_layers(path)
+        layers = [_ConvAffine(c, a) for c, a in zip(convs, affines)]
+        if (len(layers) - 1) % 2:
+            raise StylerigError(f"{path}: unexpected number of convolutions ({len(layers)})")
+        self.stem = layers[0]
+        self.blocks = nn.ModuleList(_Block(layers[i], layers[i + 1]) for i in range(1, len(layers), 2))
+        self.register_buffer("fc", torch.from_numpy(fc))
+        self.register_buffer("mean", torch.from_numpy(means).view(1, 3, 1, 1))
+        self.requires_grad_(False).eval()
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = (rgb - self.mean) / 256.0
+        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
+        for block in self.blocks:
+            x = block(x)
+        return x.mean(dim=(2, 3)) @ self.fc
+
+
+_CACHE: dict[str, DlibFaceResNet] = {}
+
+
+def load_face_resnet(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> DlibFaceResNet:
+    """The network with the registry's ``dlib-face-recognition`` weights (or ``path``), frozen, on ``device``."""
+    from stylerig_au import pretrained
+
+    file = str(pretrained.path("dlib-face-recognition", explicit=path))
+    if file not in _CACHE:
+        _CACHE[file] = DlibFaceResNet(file)
+    return _CACHE[file].to(device)
+
+
+# ----------------------------------------------------------------------------- face chips
+
+
+def chip_affine(landmarks: np.ndarray) -> np.ndarray:
+    """dlib's 150x150 chip (padding 0.25) of a face as a float64 [2, 3] map chip pixel -> image pixel.
+
+    ``landmarks``: float [68, 2] (x, y) image coordinates (:func:`stylerig_au.au.landmarks.landmarks_68`).
+    """
+    import dlib
+
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.shape != (68, 2):
+        raise StylerigError(f"expected 68 landmarks [68, 2], got {pts.shape}")
+    box = dlib.rectangle(int(pts[:, 0].min()), int(pts[:, 1].min()), int(pts[:, 0].max()), int(pts[:, 1].max()))
+    shape = dlib.full_object_detection(box, [dlib.point(int(round(x)), int(round(y))) for x, y in pts])
+    details = dlib.get_face_chip_details(shape, CHIP_SIZE, CHIP_PADDING)
+    # the chip's corners in the image: chip (0,0) -> rect top-left, rotated by angle about its centre
+    rect = details.rect
+    w, h = rect.right() - rect.left(), rect.bottom() - rect.top()
+    cx, cy = (rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2
+    cos, sin = np.cos(details.angle), np.sin(details.angle)
+    sx, sy = w / (CHIP_SIZE - 1), h / (CHIP_SIZE - 1)  # dlib maps chip pixels 0 and size-1 to the rect's edges
+    centre = (CHIP_SIZE - 1) / 2
+    # image = centre_img + R @ (S @ (chip - centre))
+    return np.array([
+        [cos * sx, -sin * sy, cx - centre * (cos * sx - sin * sy)],
+        [sin * sx, cos * sy, cy - centre * (sin * sx + cos * sy)],
+    ])
+
+
+def extract_chips(images: torch.Tensor, affines: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Differentiable face chips: float [N, 3, 150, 150] RGB in [0, 255], the network's input.
+
+    Args:
+        images: float [N, 3, H, W] in [-1, 1] (the generator's range).
+        affines: [N, 2, 3] or [2, 3] chip pixel -> image pixel maps (:func:`chip_affine` of landmarks
+            found in an image of the same size). Sampled bilinearly; an image much larger than the face's
+            150-pixel chip should be area-downsized first (and the affine scaled) to avoid aliasing.
+    """
+    n, _, h, w = images.shape
+    a = torch.as_tensor(np.asarray(affines) if not isinstance(affines, torch.Tensor) else affines,
+                        dtype=images.dtype, device=images.device)
+    a = a.expand(n, 2, 3) if a.ndim == 2 else a
+    ys, xs = torch.meshgrid(torch.arange(CHIP_SIZE, dtype=images.dtype, device=images.device),
+                            torch.arange(CHIP_SIZE, dtype=images.dtype, device=images.device), indexing="ij")
+    chip = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # [S, S, 3]
+    pix = torch.einsum("nij,hwj->nhwi", a, chip)  # image pixel (x, y) of each chip pixel
+    grid = torch.stack([pix[..., 0] / (w - 1), pix[..., 1] / (h - 1)], dim=-1) * 2 - 1
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return (out.clamp(-1, 1) + 1) * 127.5
