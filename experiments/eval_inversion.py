@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     config = InvertConfig(steps=steps, lr=lr, checkpoint_every=25 if args.resume else 0)
     work = args.keep or Path(tempfile.mkdtemp(prefix="eval_inversion_"))
     t_all = time.perf_counter()
-    results = invert_files(G, files, work, config, batch_size=args.batch_size, device=args.device, lpips_model=lp, overwrite=not args.resume)
+    try:
+        results = invert_files(G, files, work, config, batch_size=args.batch_size, device=args.device, lpips_model=lp,
+                               overwrite=not args.resume)
+    except KeyboardInterrupt:
+        hint = "rerun the same command to go on" if args.resume else "use --keep DIR --resume to make a run that can go on"
+        print(f"\ninterrupted: {hint}", file=sys.stderr)
+        return 130
     rows = []
     for res in results:
         if res.status == "skipped":
@@ -123,4 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill stops it like Ctrl-C
     sys.exit(main())

@@ -194,6 +194,19 @@ def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
         _train(G, 4, tmp_path / "b.pt", psi=0.5)
 
 
+def test_training_with_the_dlib_identity_net(tiny_stylegan2, tmp_path):
+    """--identity-net dlib wires dlib's descriptor into the loss (the tiny generator's noise has no face: 0)."""
+    from tests.helpers import require_asset
+
+    require_asset("dlib-face-recognition")
+    require_asset("dlib-landmarks-68")
+    _, result = _train(tiny_stylegan2, 1, tmp_path / "d.pt", identity_net="dlib")
+    assert result["last"]["identity"] == 0.0 and torch.isfinite(torch.tensor(result["last"]["total"]))
+    assert torch.load(tmp_path / "d.pt", weights_only=True)["settings"]["identity_net"] == "dlib"
+    with pytest.raises(StylerigError, match="identity net must be one of lpips, dlib"):
+        MapperTrainSettings(identity_net="arcface").check()
+
+
 def test_interrupted_training_saves_its_state_and_resumes_exactly(tiny_stylegan2, tmp_path, monkeypatch):
     """Ctrl-C (or kill, via the CLI) in the middle of step 3: steps 0-2 are saved, a rerun ends as a straight run."""
     from stylerig_au.edit import mapper_train
