@@ -364,7 +364,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
             done = step + 1
             if bar is not None:
                 recent = history[-20:]
-                bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in ("target", "keep", "outside", "total")})
+                bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in ("target", "keep", "outside", "identity", "total")})
                 bar.update(1)
             if (step + 1) % settings.save_every == 0:
                 save(step + 1)
