@@ -348,7 +348,9 @@ def render_latent(G, record: dict, device: torch.device | str = "cpu") -> torch.
         return render(G, ws, noise)
 
 
-def _make_record(G, item: "Job", image_state: dict, losses: dict[str, float], config: InvertConfig, seconds: float) -> dict:
+def latent_record(G, item: "Job", image_state: dict, losses: dict[str, float], config: InvertConfig, seconds: float) -> dict:
+    """The latent-file dict (module docstring) of one inverted face: ``image_state`` from
+    :meth:`InversionState.split`, its final ``losses``, and its optimisation ``seconds``."""
     from stylerig_au import __version__
 
     return {
@@ -539,7 +541,7 @@ def invert_files(
             seconds = (time.perf_counter() - t0) / len(jobs)
             for i, (job, item) in enumerate(zip(jobs, final_state.split())):
                 per = {k: float(v[i]) for k, v in losses.items()}
-                latent = save_latent(out_dir / f"{job.stem}.pt", _make_record(G, job, item, per, config, before[i] + seconds))
+                latent = save_latent(out_dir / f"{job.stem}.pt", latent_record(G, job, item, per, config, before[i] + seconds))
                 recon_img = to_uint8(recon[i].clamp(-1, 1))
                 recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img)
                 (out_dir / f"{job.stem}.ckpt.pt").unlink(missing_ok=True)

@@ -18,6 +18,7 @@ inversion settings; otherwise the photo is inverted again (and the cache file re
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,7 @@ def invert_photo(
     """
     from tqdm import tqdm
 
-    from stylerig_au.invert import _make_record, optimize, prepare_jobs, prepare_targets, save_latent
+    from stylerig_au.invert import latent_record, optimize, prepare_jobs, prepare_targets, save_latent
     from stylerig_au.perceptual import load_lpips
 
     jobs = prepare_jobs(Path(photo), G.resolution, aligned=False, all_faces=face is not None, upsample=upsample)
@@ -220,9 +221,11 @@ def invert_photo(
             bar.update(1)
             bar.set_postfix(lpips=f"{losses['lpips'].mean().item():.3f}")
 
+        tick = time.perf_counter()
         state, losses = optimize(G, targets, config, lpips_model, on_step=on_step)
+        seconds = time.perf_counter() - tick
     (item,) = state.split()
-    record = _make_record(G, job, item, {k: float(v[0]) for k, v in losses.items()}, config)
+    record = latent_record(G, job, item, {k: float(v[0]) for k, v in losses.items()}, config, seconds)
     save_latent(latent_path, record)
     return record
 
