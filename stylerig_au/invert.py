@@ -505,12 +505,12 @@ def invert_files(
                     pass
             pending.append((job, _load_checkpoint(out_dir / f"{job.stem}.ckpt.pt", G, job, config) if not overwrite else None))
 
-    # group by resume step so each batch shares Adam's step count
+    # group by resume step so each batch shares Adam's step count; the furthest along go first (they finish soonest)
     groups: dict[int, list[tuple[Job, dict | None]]] = {}
     for job, ck in pending:
         groups.setdefault(ck["step"] if ck else 0, []).append((job, ck))
     grid_rows: list[np.ndarray] = []
-    for start_step in sorted(groups):
+    for start_step in sorted(groups, reverse=True):
         group = groups[start_step]
         for b in range(0, len(group), batch_size):
             batch = group[b : b + batch_size]
