@@ -166,7 +166,7 @@ class _Block(nn.Module):
 
 class DlibFaceResNet(nn.Module):
     """dlib's face-recognition ResNet (frozen). ``forward``: float RGB [N, 3, 150, 150] in [0, 255]
-    (a dlib face chip, :func:`face_chip_grid`) -> descriptors float32 [N, 128]."""
+    (a dlib face chip, :func:`extract_chips`) -> descriptors float32 [N, 128]."""
 
     def __init__(self, path: str | os.PathLike):
         super().__init__()
@@ -241,8 +241,7 @@ def extract_chips(images: torch.Tensor, affines: torch.Tensor | np.ndarray) -> t
             150-pixel chip should be area-downsized first (and the affine scaled) to avoid aliasing.
     """
     n, _, h, w = images.shape
-    a = torch.as_tensor(np.asarray(affines) if not isinstance(affines, torch.Tensor) else affines,
-                        dtype=images.dtype, device=images.device)
+    a = torch.as_tensor(affines, dtype=images.dtype, device=images.device)
     a = a.expand(n, 2, 3) if a.ndim == 2 else a
     ys, xs = torch.meshgrid(torch.arange(CHIP_SIZE, dtype=images.dtype, device=images.device),
                             torch.arange(CHIP_SIZE, dtype=images.dtype, device=images.device), indexing="ij")

@@ -183,6 +183,7 @@ class MapperLoss:
         if s.identity_net == "dlib":
             from stylerig_au.identity_net import load_face_resnet
 
+            # train_mapper has already put the student on the training device
             self.face_net = load_face_resnet(device=next(student.parameters()).device)
 
     def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
@@ -212,7 +213,7 @@ class MapperLoss:
         keep = 1 - region_mask(edited, edit.shape[-1], device=edit.device)
         losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean()
         if self.face_net is not None:
-            losses["identity"] = dlib_identity(self.face_net.to(edit.device), edit, base).mean()
+            losses["identity"] = dlib_identity(self.face_net, edit, base).mean()
         else:
             losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
         idx = module.slot_index
