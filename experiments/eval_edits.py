@@ -4,7 +4,8 @@ For each held-out generator face (seeds from 2,000,000 on, never used for learni
 ``+amount`` edit is rendered and both images are read by the OpenFace estimator:
 
 - achieved: the edited AU's change (target: ``amount``);
-- drift: mean absolute change of the other 16 AUs;
+- drift: mean absolute change of the other 16 AUs; each row keeps all 17 changes, and each AU's
+  summary names the other AUs that moved most (signed mean change), to show where drift comes from;
 - identity: dlib identity distance between the face and its edit (same person < 0.6; target ≤ 0.45);
 - seconds: applying the edit + synthesising one 1024² image (batch 1), the cost of editing an
   already-inverted latent.
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             k = det_aus.index(au)
             ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"))[0])
             rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
-                         "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident})
+                         "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident,
+                         "changes": {str(a): round(float(c), 4) for a, c in zip(det_aus, change)}})
             if f < 4:
                 row_tiles.append(edit_u8[0])
             bar.update(1)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expressed = set(dirs.meta.get("expressed", aus))
     per_au = {}
-    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6}")
+    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6}  most moved other AUs")
     for au in aus:
         r = [x for x in rows if x["au"] == au and np.isfinite(x["achieved"])]
         if not r:
@@ -147,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         ach = np.array([x["achieved"] for x in r])
         per_au[au] = {"expressed": au in expressed, "achieved_mean": float(ach.mean()), "achieved_sd": float(ach.std()),
                       "drift_mean": float(np.mean([x["drift"] for x in r])),
-                      "identity_mean": float(np.mean([x["identity_distance"] for x in r])), "faces": len(r)}
+                      "identity_mean": float(np.mean([x["identity_distance"] for x in r])), "faces": len(r),
+                      "top_drift": top_drift(r, au)}
         p = per_au[au]
+        moved = ", ".join(f"AU{a} {m['mean']:+.2f} (|{m['abs']:.2f}|)" for a, m in p["top_drift"].items())
         print(f"AU{au:<3d} {'yes' if p['expressed'] else 'no':>5} {p['achieved_mean']:+9.2f} {p['achieved_sd']:6.2f} "
-              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f}")
+              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f}  {moved}")
     expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
     ex = [per_au[a] for a in expressed_aus]
     summary = {
@@ -174,6 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"-> {out}, {grid}")
     return 0
+
+
+def top_drift(rows: list[dict], au: int, n: int = 3) -> dict[str, dict[str, float]]:
+    """The ``n`` other AUs that the edits of ``au`` moved most, ranked by mean absolute change.
+
+    ``rows`` are the eval rows of one edited AU, each with its ``changes`` ({AU: edited − base}, all
+    detector AUs). Returns {AU: {"abs": mean |change|, "mean": signed mean change}}, largest first; the
+    signed mean tells a systematic coupling (e.g. AU6 raising AU12) from scatter. Rows written before
+    ``changes`` was recorded give an empty dict.
+    """
+    changes = [r["changes"] for r in rows if "changes" in r]
+    if not changes:
+        return {}
+    others = [a for a in changes[0] if a != str(au)]
+    stats = {a: {"abs": float(np.mean([abs(c[a]) for c in changes])), "mean": float(np.mean([c[a] for c in changes]))}
+             for a in others}
+    ranked = sorted(others, key=lambda a: -stats[a]["abs"])[:n]
+    return {a: {k: round(v, 3) for k, v in stats[a].items()} for a in ranked}
 
 
 def face_standard_errors(rows: list[dict], aus: set[int]) -> dict[str, float | None]:

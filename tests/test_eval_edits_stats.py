@@ -74,3 +74,15 @@ def test_compare_edit_evals_pairs_faces(tmp_path, capsys):
     pb.write_text(json.dumps(fake_result({9: [0.1, 0.1], 8: [0.1, 0.1]})))
     assert compare.main([str(pa), str(pb)]) == 1
     assert "fewer than 2 measured faces" in capsys.readouterr().err
+
+
+def test_top_drift_ranks_other_aus_by_mean_absolute_change(eval_edits):
+    rows = [  # two AU6 edits: AU12 rises both times (coupling), AU4 scatters around zero, AU6 is the target
+        {"au": 6, "changes": {"6": 2.0, "12": 1.0, "4": 0.9, "26": 0.1}},
+        {"au": 6, "changes": {"6": 1.8, "12": 0.6, "4": -0.9, "26": -0.1}},
+    ]
+    top = eval_edits.top_drift(rows, 6, n=2)
+    assert list(top) == ["4", "12"]  # mean |change| 0.9, then 0.8; AU26 (0.1) cut by n=2; AU6 itself left out
+    assert top["12"] == {"abs": 0.8, "mean": 0.8}
+    assert top["4"] == {"abs": 0.9, "mean": 0.0}
+    assert eval_edits.top_drift([{"au": 6, "drift": 0.3}], 6) == {}  # results written before changes were kept
