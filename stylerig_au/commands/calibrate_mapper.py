@@ -5,10 +5,6 @@ used to train the mapper), measures them with the OpenFace estimator and rescale
 so that the edit measures ``+step`` (see :mod:`stylerig_au.edit.mapper_calibrate`). The network is
 unchanged. Measurements are cached in ``<out stem>.calibration-cache.json``: rerun the same command
 to resume. Writes the calibrated mapper file and its card (``<out stem>.md``).
-
-``--decouple N`` then measures how each AU's edit moves the others and sets the mapper's request
-mix so that one-AU edits drift less (:func:`stylerig_au.edit.mapper_calibrate.decouple_mapper`);
-``--rounds 0 --decouple 1`` decouples an already calibrated mapper without touching its gains.
 """
 
 from __future__ import annotations
@@ -26,19 +22,15 @@ from stylerig_au.errors import StylerigError
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Calibrated mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mapper file to calibrate [default: the bundled one].")
 @click.option("--probes", default=8, show_default=True, type=click.IntRange(1), help="Probe faces each test edit is measured on.")
-@click.option("--rounds", default=2, show_default=True, type=click.IntRange(0), help="Measure-and-rescale rounds per AU (0: keep the gains; needs --decouple).")
-@click.option("--decouple", "decouple_rounds", default=0, show_default=True, type=click.IntRange(0),
-              help="Rounds of coupling measurement after the gains: one-AU edits then ask the AUs they drag along to hold back.")
-@click.option("--decouple-strength", default=1.0, show_default=True, type=click.FloatRange(0),
-              help="How close the decoupled requests stay to the plain one (0: cancel the measured coupling exactly).")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1), help="Measure-and-rescale rounds per AU.")
 @click.option("--step", default=2.0, show_default=True, type=click.FloatRange(0, min_open=True), help="AU change of the test edits.")
 @click.option("--max-gain", default=2.5, show_default=True, type=click.FloatRange(1), help="Largest gain an AU may get (weak AUs stop there).")
 @click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the probe latents.")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
-def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: int, decouple_rounds: int, decouple_strength: float,
-                     step: float, max_gain: float, psi: float, generator_spec: str, device: str, accept_license: bool) -> None:
+def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: int, step: float, max_gain: float, psi: float,
+                     generator_spec: str, device: str, accept_license: bool) -> None:
     """Rescale the AU mapper's per-AU inputs so that OpenFace measures the asked-for change."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.vocab import AU_NUMBERS
@@ -46,37 +38,26 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
     from stylerig_au.commands.learn_directions import PROBE_SEED_START
     from stylerig_au.edit.learn import openface_measure
     from stylerig_au.edit.mapper import load_default_mapper, load_mapper, save_mapper
-    from stylerig_au.edit.mapper_calibrate import GAIN_CLAMP, calibrate_mapper as run, calibration_meta, decouple_mapper, decouple_meta
+    from stylerig_au.edit.mapper_calibrate import GAIN_CLAMP, calibrate_mapper as run, calibration_meta
     from stylerig_au.edit.mapper_card import write_mapper_card
     from stylerig_au.models import load_generator, seed_ws
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
-    if rounds == 0 and decouple_rounds == 0:
-        raise StylerigError("--rounds 0 keeps the gains: give --decouple N (N >= 1), or nothing would change")
     use_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = load_default_mapper(G, mapper_path, device=device)
     detector = make_detector("openface", accept_license=accept_license).to(device)
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
     clamp = (GAIN_CLAMP[0], max_gain)
-    measure = openface_measure(G, detector)
+    results = run(mapper, openface_measure(G, detector), probe_ws, measured_aus=list(AU_NUMBERS), step=step, rounds=rounds,
+                  clamp=clamp, cache=out.with_name(f"{out.stem}.calibration-cache.json"), log=click.echo)
     command = "stylerig-au " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["calibrate-mapper"] else \
-        f"stylerig-au calibrate-mapper --out {out.name} --probes {probes} --rounds {rounds} --decouple {decouple_rounds}"
+        f"stylerig-au calibrate-mapper --out {out.name} --probes {probes} --rounds {rounds}"
     meta = dict(mapper.meta)
-    meta.pop("decoupling", None)  # the input file's, if any: replaced below or reset by the new gains
-    settings = dict(command=command, probes=probes, probe_seed_start=PROBE_SEED_START, psi=psi, step=step, detector="openface")
-    if rounds:
-        results = run(mapper, measure, probe_ws, measured_aus=list(AU_NUMBERS), step=step, rounds=rounds,
-                      clamp=clamp, cache=out.with_name(f"{out.stem}.calibration-cache.json"), log=click.echo)
-        meta["calibration"] = calibration_meta(results, **settings, rounds=rounds, clamp=list(clamp))
-    if decouple_rounds:
-        measured = decouple_mapper(mapper, measure, probe_ws, measured_aus=list(AU_NUMBERS), step=step, rounds=decouple_rounds,
-                                   strength=decouple_strength, cache=out.with_name(f"{out.stem}.decouple-cache.json"), log=click.echo)
-        meta["decoupling"] = decouple_meta(measured, **settings, rounds=decouple_rounds, strength=decouple_strength,
-                                           mix=mapper.input_mix.cpu().tolist())
+    meta["calibration"] = calibration_meta(results, command=command, probes=probes, probe_seed_start=PROBE_SEED_START,
+                                           psi=psi, step=step, rounds=rounds, clamp=list(clamp), detector="openface")
     save_mapper(mapper.cpu(), out, G.name, meta)
     load_mapper(out, G)  # read back: what is written must load
     card = write_mapper_card(out, G.name, meta, mapper.config)
-    click.echo(f"wrote {out} and {card}: gains " + ", ".join(f"AU{a} {g:.2f}" for a, g in mapper.input_gains().items())
-               + (" (and a decoupling mix)" if mapper.has_input_mix() else ""))
+    click.echo(f"wrote {out} and {card}: gains " + ", ".join(f"AU{r.au} {r.gain:.2f}" for r in results))

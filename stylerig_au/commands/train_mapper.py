@@ -100,10 +100,6 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
                                    **parse_loss_weights(weights))
     settings.check()
     if init is not None:
-        if init.has_input_mix():  # measured on the network before this training: it would no longer fit
-            init.set_input_mix(None)
-            click.echo(f"{init_path}: its decoupling (input mix) is dropped; run `stylerig-au calibrate-mapper --decouple` "
-                       "on the trained mapper again", err=True)
         mapper = init.train().requires_grad_(True)
         directions_created = init.meta.get("directions_created")
     else:

@@ -18,17 +18,13 @@ Slots outside the editable ones (the union of the linear directions' slot masks)
 ``input_gain`` [A] (ones until :mod:`stylerig_au.edit.mapper_calibrate` sets it) multiplies ΔAU before
 everything above: a trained mapper makes smaller (or larger) changes than asked, by a factor that
 depends on the AU, and the gains rescale the requested change so that OpenFace measures it.
-``input_mix`` [A, A] (the identity until ``calibrate-mapper --decouple`` sets it) comes before the gains:
-the mapper sees ``input_gain ⊙ (input_mix @ ΔAU)``. Its off-diagonal entries add small opposite requests
-on the AUs that an edit drags along (AU6 raises AU7, AU1 raises AU2, ...), measured with OpenFace.
 
 File format (``torch.save`` of a dict, written atomically; read with :func:`load_mapper`):
 ``format`` = ``"stylerig-au/au-mapper"``, ``format_version`` = 1, ``generator``, ``config``
 (:class:`MapperConfig` as a dict), ``state`` (the module's tensors, float32), ``created``, ``meta``
 (training settings, data and final losses: what the card shows), and optionally ``input_gain`` (a list
-of A floats, one per AU in ``config.aus`` order; absent means all ones) and ``input_mix`` (A lists of
-A floats, row j = what mapper input j takes from each requested AU; absent means the identity). MLP
-weight matrices are stored as float16.
+of A floats, one per AU in ``config.aus`` order; absent means all ones). MLP weight matrices are
+stored as float16.
 """
 
 from __future__ import annotations
@@ -109,7 +105,6 @@ class AUMapper(nn.Module):
         self.register_buffer("slot_index", torch.tensor(config.slots, dtype=torch.long))
         # not in the state dict: files store it beside the state, and training never changes it
         self.register_buffer("input_gain", torch.ones(a), persistent=False)
-        self.register_buffer("input_mix", torch.eye(a), persistent=False)
 
     @property
     def aus(self) -> list[int]:
@@ -130,18 +125,14 @@ class AUMapper(nn.Module):
     def slot_delta(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Δw+ on the editable slots only: float32 [N, E, w_dim] (E = ``len(config.slots)``)."""
         self.check_inputs(ws, delta)
-        delta = self.mapper_input(delta)
+        delta = delta.to(torch.float32) * self.input_gain
         x = (ws.index_select(1, self.slot_index).to(torch.float32).mean(dim=1) - self.w_mean) / self.w_std
         linear = torch.einsum("na,aed->ned", delta, self.linear)
         return linear + self._residual(x, delta) - self._residual(x, torch.zeros_like(delta))
 
-    def mapper_input(self, delta: torch.Tensor) -> torch.Tensor:
-        """The network's ΔAU input for requested changes ``delta`` [N, A]: ``input_gain ⊙ (input_mix @ delta)``, float32 [N, A]."""
-        return (delta.to(torch.float32) @ self.input_mix.T) * self.input_gain
-
     def forward(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Δw+ float32 [N, num_ws, w_dim] for latents ws [N, num_ws, w_dim] and AU changes delta [N, A]
-        (intensity units, columns in :attr:`aus` order; through :meth:`mapper_input` first). Zero where
+        (intensity units, columns in :attr:`aus` order; scaled by ``input_gain`` first). Zero where
         ``delta`` is zero and outside the slots."""
         step = self.slot_delta(ws, delta)
         full = ws.new_zeros(ws.shape, dtype=torch.float32)
@@ -171,21 +162,6 @@ class AUMapper(nn.Module):
         if not bool(torch.isfinite(new).all() and (new > 0).all()):
             raise StylerigError(f"AU mapper input gains must be finite and > 0, got {new.tolist()}")
         self.input_gain.copy_(new.to(self.input_gain.device))
-
-    def has_input_mix(self) -> bool:
-        """Whether ``input_mix`` differs from the identity (the mapper was decoupled)."""
-        return not torch.equal(self.input_mix.cpu(), torch.eye(len(self.aus)))
-
-    def set_input_mix(self, mix: torch.Tensor | None) -> None:
-        """Set the [A, A] request mixing matrix (rows and columns in :attr:`aus` order); None restores the
-        identity. Raises StylerigError for another shape, a value that is not finite or a diagonal entry <= 0."""
-        a = len(self.aus)
-        new = torch.eye(a) if mix is None else torch.as_tensor(mix).detach().float().cpu().clone()
-        if new.shape != (a, a):
-            raise StylerigError(f"the AU mapper needs a {a}x{a} input mix, got shape {list(new.shape)}")
-        if not bool(torch.isfinite(new).all() and (new.diagonal() > 0).all()):
-            raise StylerigError("AU mapper input mix must be finite with a positive diagonal")
-        self.input_mix.copy_(new.to(self.input_mix.device))
 
 
 def mapper_from_directions(directions, w_std: torch.Tensor | None = None, **config: Any) -> AUMapper:
@@ -241,7 +217,6 @@ def save_mapper(mapper: AUMapper, path: str | os.PathLike, generator: str, meta:
             "config": mapper.config.to_dict(),
             "state": {k: _stored(k, v) for k, v in mapper.state_dict().items()},
             "input_gain": list(mapper.input_gains().values()),
-            **({"input_mix": mapper.input_mix.cpu().tolist()} if mapper.has_input_mix() else {}),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "meta": dict(meta or {})}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -265,8 +240,6 @@ def load_mapper(path: str | os.PathLike, G=None, device: str | torch.device = "c
         mapper.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
         if blob.get("input_gain") is not None:
             mapper.set_input_gain(torch.tensor([float(g) for g in blob["input_gain"]]))
-        if blob.get("input_mix") is not None:
-            mapper.set_input_mix(torch.tensor([[float(v) for v in row] for row in blob["input_mix"]]))
     except (KeyError, TypeError, ValueError, RuntimeError, StylerigError) as err:
         raise StylerigError(f"{path}: damaged AU mapper file ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     mapper.generator, mapper.created, mapper.meta = str(blob.get("generator", "?")), blob.get("created"), dict(blob.get("meta") or {})

@@ -46,7 +46,6 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         if k in first and k in last:
             lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
     lines += calibration_lines(meta.get("calibration"))
-    lines += decoupling_lines(meta.get("decoupling"), config.aus)
     lines += ["", "Held-out measurements with the OpenFace estimator: `python experiments/eval_edits.py --method mapper`.", ""]
     path = mapper_file.with_suffix(".md")
     atomic_write_text(path, "\n".join(lines))
@@ -76,30 +75,4 @@ def calibration_lines(calibration: dict | None) -> list[str]:
         cells = [f"x{g:.2f} → {a:+.2f} ({d:.2f})" for g, a, d in zip(r["gains"], r["achieved"], r["drift"])]
         cells += [""] * (rounds - len(cells))
         lines.append(f"| AU{au} | " + " | ".join(cells) + f" | **{r['gain']:.2f}**{' (limit)' if r.get('clamped') else ''} |")
-    return lines
-
-
-def decoupling_lines(decoupling: dict | None, aus: tuple[int, ...] | list[int]) -> list[str]:
-    """The card's section on the request mix set by ``calibrate-mapper --decouple`` (``meta["decoupling"]``); none without one."""
-    if not decoupling:
-        return []
-    aus = list(aus)
-    rounds = decoupling.get("measured", [])
-    mix = decoupling.get("mix") or []
-    step = decoupling.get("step", 2.0)
-    lines = [
-        "", "## Decoupling with OpenFace", "",
-        f"Made by `{decoupling.get('command', 'stylerig-au calibrate-mapper --decouple')}`: each AU's +{step:g} edit of "
-        f"{decoupling.get('probes')} probe faces was measured on every AU, and the request mix set so that asking for one AU "
-        f"also asks the AUs it drags along to hold back (ridge strength {decoupling.get('strength')}; see "
-        "`stylerig_au.edit.mapper_calibrate.mix_for_response`). Measured with the mix in use before each round:",
-        "",
-        "| AU | " + " | ".join(f"round {r + 1}: achieved (drift)" for r in range(len(rounds))) + " | largest opposite requests in the mix |",
-        "| --- | " + " | ".join("---" for _ in rounds) + " | --- |",
-    ]
-    for k, au in enumerate(aus):
-        cells = [f"{r['achieved'][k]:+.2f} ({r['drift'][k]:.2f})" for r in rounds]
-        column = [(abs(mix[j][k]), aus[j], mix[j][k]) for j in range(len(aus)) if j != k] if mix else []
-        biggest = ", ".join(f"AU{a} {v:+.2f}" for _, a, v in sorted(column, reverse=True)[:3] if abs(v) >= 0.05)
-        lines.append(f"| AU{au} | " + " | ".join(cells) + f" | {biggest or '-'} |")
     return lines

@@ -202,7 +202,7 @@ class MapperLoss:
         edit = self._render(G, ws + step)
         edit_aus = self.student(edit)[:, self.cols.to(edit.device)]
         on = delta != 0
-        gained = module.mapper_input(delta)
+        gained = delta * module.input_gain
         target = (base_aus + gained).clamp(0, MAX_INTENSITY)
         err = (edit_aus - target) ** 2
         change = (edit_aus - base_aus) ** 2
