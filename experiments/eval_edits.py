@@ -5,7 +5,8 @@ For each held-out generator face (seeds from 2,000,000 on, never used for learni
 
 - achieved: the edited AU's change (target: ``amount``);
 - drift: mean absolute change of the other 16 AUs; each row keeps all 17 changes, and each AU's
-  summary names the other AUs that moved most (signed mean change), to show where drift comes from;
+  summary names the three other AUs that moved most (ranked by mean |change|, with the signed mean
+  beside it), to show where drift comes from;
 - identity: dlib identity distance between the face and its edit (same person < 0.6; target ≤ 0.45);
 - seconds: applying the edit + synthesising one 1024² image (batch 1), the cost of editing an
   already-inverted latent.
