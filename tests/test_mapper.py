@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -445,6 +446,49 @@ def test_calibrate_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch)
         assert main(["calibrate-mapper", *args, *bad]) != 0
         assert message in capsys.readouterr().err
     assert not (tmp_path / "c.txt").exists() and not (tmp_path / "c.pt").exists()
+
+
+def test_calibrate_mapper_with_the_student_keeps_its_own_cache_and_card(tiny_stylegan2, tmp_path, capsys, monkeypatch):
+    from stylerig_au.au import detect
+    from stylerig_au.au.student import StudentAU
+    from stylerig_au.cli import main
+    from stylerig_au.edit import learn
+    from stylerig_au.models.checkpoints import save_stylegan2
+
+    G = tiny_stylegan2
+    mapper = new_mapper(G, make_dirs(G), num_samples=256)
+    measure, calls = _gain_measure(G, mapper, {12: 0.5, 6: 1.6, 4: 1.0})
+    used = []
+    monkeypatch.setattr(detect, "make_detector", lambda name, **k: used.append(name) or StudentAU(tiny_student()))
+    monkeypatch.setattr(learn, "student_measure", lambda *a, **k: measure)
+    monkeypatch.setattr(learn, "openface_measure", lambda *a, **k: pytest.fail("OpenFace must not measure a student calibration"))
+    args = ["--generator", str(save_stylegan2(G, tmp_path / "tiny.pt")), "--estimator", "student",
+            "--mapper", str(save_mapper(mapper, tmp_path / "m.pt", G.name, {"command": "stylerig-au train-mapper"})),
+            "--probes", "3", "--psi", "1.0"]
+    out = tmp_path / "cal.pt"
+    assert main(["calibrate-mapper", "--out", str(out), *args]) == 0
+    assert used == ["student"] and (tmp_path / "cal.calibration-cache-student.json").is_file()
+    assert not (tmp_path / "cal.calibration-cache.json").exists()
+    cal = load_mapper(out, G)
+    assert float(cal.input_gain[cal.au_index(12)]) == pytest.approx(2.0, rel=0.1)
+    assert cal.meta["calibration"]["detector"] == "student"
+    card = (tmp_path / "cal.md").read_text()
+    assert "## Calibration with the student detector" in card and "OpenFace stays independent" in card
+
+
+def test_student_measure_reads_renders_as_training_does(tiny_stylegan2):
+    from stylerig_au.au.student import StudentAU
+    from stylerig_au.edit.learn import student_measure
+
+    G = tiny_stylegan2
+    student = StudentAU(tiny_student())
+    ws = sample_ws(G, 3)
+    got = student_measure(G, student, batch_size=2, size=64)(ws)  # the tiny G renders 32², brought up to 64²
+    with torch.no_grad():
+        img = torch.nn.functional.interpolate(G.synthesis(ws).clamp(-1, 1), size=(64, 64), mode="bilinear")
+        want = student(img).numpy()
+    assert got.shape == (3, len(student.aus)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

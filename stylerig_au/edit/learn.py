@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.errors import StylerigError
@@ -166,6 +167,26 @@ def nan_mean(x: np.ndarray) -> float:
 def openface_measure(G, detector, batch_size: int = 1) -> Callable[[torch.Tensor], np.ndarray]:
     """``ws -> AU intensities`` by rendering with G and reading with the OpenFace ``detector`` (see :func:`measure_aus`)."""
     return lambda ws: measure_aus(G, ws, detector, batch_size)
+
+
+def student_measure(G, student, batch_size: int = 1, size: int = 256) -> Callable[[torch.Tensor], np.ndarray]:
+    """``ws -> AU intensities`` float32 [N, 17] (student AU order) by rendering with G and reading with the student.
+
+    The renders are area-downsampled to ``size``² and read raw (no clipping, no re-alignment), as the
+    mapper's training reads them (:mod:`stylerig_au.edit.mapper_train`); never NaN.
+    """
+
+    def measure(ws: torch.Tensor) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(ws), batch_size):
+                img = G.synthesis(ws[start:start + batch_size]).clamp(-1, 1)
+                if img.shape[-1] != size:
+                    img = F.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size else "bilinear")
+                out.append(student(img).float().cpu().numpy())
+        return np.concatenate(out)
+
+    return measure
 
 
 def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.ndarray], *, probe_ws: torch.Tensor, keep_pose: bool = True,

@@ -1,4 +1,8 @@
-"""Calibrating the AU mapper's input gains with the OpenFace estimator (behind ``stylerig-au calibrate-mapper``).
+"""Calibrating the AU mapper's input gains with an AU estimator (behind ``stylerig-au calibrate-mapper``).
+
+The estimator is OpenFace by default, or the student detector the mapper was trained with
+(``--estimator student``, :func:`stylerig_au.edit.learn.student_measure`), which leaves OpenFace an
+independent judge of the calibrated mapper.
 
 A trained mapper stops short of the asked change: its keep, outside and identity losses pull
 against the target loss. On held-out faces both the student it was trained with and OpenFace read

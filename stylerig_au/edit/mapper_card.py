@@ -53,20 +53,25 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
 
 
 def calibration_lines(calibration: dict | None) -> list[str]:
-    """The card's section on the OpenFace input-gain calibration (``meta["calibration"]``); none when uncalibrated."""
+    """The card's section on the input-gain calibration (``meta["calibration"]``, measured with OpenFace or the
+    student detector); none when uncalibrated."""
     if not calibration:
         return []
     per_au = calibration.get("per_au", {})
     rounds = max((len(r.get("gains", [])) for r in per_au.values()), default=0)
     step = calibration.get("step", 2.0)
     low, high = calibration.get("clamp", [0.5, 2.5])
+    student = calibration.get("detector") == "student"
+    judge = ("the student detector (the mapper's training supervisor; OpenFace stays independent of this mapper)"
+             if student else "the OpenFace estimator")
+    after = ("The network is unchanged." if student
+             else "The network is unchanged; OpenFace is then no longer independent of this mapper's scale.")
     lines = [
-        "", "## Calibration with OpenFace", "",
+        "", f"## Calibration with {'the student detector' if student else 'OpenFace'}", "",
         f"Made by `{calibration.get('command', 'stylerig-au calibrate-mapper')}`: +{step:g} edits of "
         f"{calibration.get('probes')} probe faces (seeds from {calibration.get('probe_seed_start', 0):,}, truncation psi "
-        f"{calibration.get('psi')}; not the held-out faces of the evaluations) were measured with the OpenFace "
-        f"estimator and each AU's input gain set so that they measure +{step:g} (gains kept within {low}-{high}). "
-        "The network is unchanged; OpenFace is then no longer independent of this mapper's scale.",
+        f"{calibration.get('psi')}; not the held-out faces of the evaluations) were measured with {judge} "
+        f"and each AU's input gain set so that they measure +{step:g} (gains kept within {low}-{high}). " + after,
         "",
         "| AU | " + " | ".join(f"round {r + 1}: gain → achieved (drift)" for r in range(rounds)) + " | gain |",
         "| --- | " + " | ".join("---" for _ in range(rounds)) + " | --- |",
