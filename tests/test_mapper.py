@@ -176,6 +176,25 @@ def _train(G, steps: int, ckpt: Path, **kw) -> tuple[AUMapper, dict]:
     return mapper, result
 
 
+def test_each_training_seed_draws_its_own_faces(tiny_stylegan2):
+    from stylerig_au.edit.mapper_train import SEED_STRIDE, TRAIN_SEED_START, Dist, batch_latents
+    from stylerig_au.models import seed_to_z
+
+    G = tiny_stylegan2
+    w_std = torch.ones(G.w_dim)
+    seed0, seed3 = (MapperTrainSettings(batch=2, seed=k, jitter=0.0) for k in (0, 3))
+    a = batch_latents(G, 1, Dist(), seed0, w_std, "cpu")
+    assert torch.equal(a, batch_latents(G, 1, Dist(), seed0, w_std, "cpu"))  # reproducible
+    b = batch_latents(G, 1, Dist(), seed3, w_std, "cpu")
+    # step 1, batch 2: the faces of seeds start + 2, start + 3 of the seed's own block
+    want = G.mapping(seed_to_z(TRAIN_SEED_START + 3 * SEED_STRIDE + 2, G.z_dim), psi=0.8)
+    torch.testing.assert_close(b[0, 0], want[0])
+    assert not torch.allclose(a, b)
+    for bad in (-1, 400):
+        with pytest.raises(StylerigError, match="seed must be in 0..399"):
+            MapperTrainSettings(seed=bad).check()
+
+
 def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
     G = tiny_stylegan2
     before = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)

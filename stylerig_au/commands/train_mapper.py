@@ -64,7 +64,8 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--image-size", default=256, show_default=True, type=click.IntRange(64), help="Side the renders are scored at.")
 @click.option("--save-every", default=25, show_default=True, type=click.IntRange(1), help="Write the training state every N steps.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the AU changes drawn per step.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 399),
+              help="Seed of the training faces and the AU changes drawn per step (each seed its own faces).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
               help="Weight of one loss term, repeatable: target, keep, outside, identity, size "
                    "[defaults 1, 1, 4, 4, 0.05], e.g. --weight keep=2 to hold the other AUs more firmly.")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from stylerig_au.edit.mapper import MapperConfig
-from stylerig_au.edit.mapper_train import LOSS_NAMES
+from stylerig_au.edit.mapper_train import LOSS_NAMES, SEED_STRIDE, TRAIN_SEED_START
 
 
 def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict, config: MapperConfig) -> Path:
@@ -29,7 +29,7 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         f"({', '.join(map(str, config.slots))}); L starts as the linear directions (created {meta.get('directions_created')}), "
         f"R is an MLP (w and ΔAU/{config.delta_scale} through separate input layers, {config.depth} x {config.hidden}, bottleneck {config.bottleneck}) whose output layer starts at zero.",
         f"- Data: {s.get('steps')} steps x {s.get('batch')} faces x {meta.get('world', 1)} process(es) of generator latents "
-        f"(truncation psi {s.get('psi')}, seeds from 3,000,000, per-slot jitter {s.get('jitter')}), each with 1-{s.get('max_aus')} "
+        f"(truncation psi {s.get('psi')}, seeds from {TRAIN_SEED_START + int(s.get('seed') or 0) * SEED_STRIDE:,}, per-slot jitter {s.get('jitter')}), each with 1-{s.get('max_aus')} "
         f"AU changes of {s.get('delta_min')}-{s.get('delta_max')} ({s.get('negative', 0):.0%} negative), scored at {s.get('image_size')}².",
         f"- Supervision: the student AU detector ({meta.get('student')}); weights target {s.get('w_target')}, keep {s.get('w_keep')}, "
         f"outside-LPIPS {s.get('w_outside')}, identity proxy {s.get('w_identity')}, residual size {s.get('w_size')}.",

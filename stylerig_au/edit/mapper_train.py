@@ -1,7 +1,7 @@
 """Train the AU-conditioned mapper (:mod:`stylerig_au.edit.mapper`) with the student AU detector.
 
-Each step draws latents w = mapping(z, psi) (seeds from :data:`TRAIN_SEED_START`, disjoint from the
-direction samples and from the held-out faces of the evaluations), spreads them over W+ with a
+Each step draws latents w = mapping(z, psi) (seeds from :data:`TRAIN_SEED_START` + ``seed`` x
+:data:`SEED_STRIDE`, disjoint from the direction samples and from the held-out faces of the evaluations), spreads them over W+ with a
 little per-slot jitter (inverted photos are W+, not W), and draws one or two AU changes per face.
 Both the face and its edit are rendered and scored, and the loss is
 
@@ -43,6 +43,8 @@ from stylerig_au.edit.mapper import AUMapper
 from stylerig_au.errors import StylerigError
 
 TRAIN_SEED_START = 3_000_000
+SEED_STRIDE = 10_000_000  # each --seed draws its faces from its own block: TRAIN_SEED_START + seed * SEED_STRIDE
+MAX_SEED = 399  # numpy's RandomState takes seeds below 2**32
 MAX_INTENSITY = 5.0
 # Face regions of FFHQ-aligned images as (left, top, right, bottom) fractions of the side: the FFHQ
 # crop puts the eyes at y ~ 0.48 (x 0.375 / 0.625) and the mouth at y ~ 0.72 (stylerig_au.align).
@@ -92,6 +94,8 @@ class MapperTrainSettings:
             raise StylerigError(f"negative (the share of negative changes) must be in [0, 1], got {self.negative}")
         if self.identity_net not in IDENTITY_NETS:
             raise StylerigError(f"identity net must be one of {', '.join(IDENTITY_NETS)}, got {self.identity_net!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise StylerigError(f"seed must be in 0..{MAX_SEED} (each seed has its own block of training faces), got {self.seed}")
         if self.image_size < 64:
             raise StylerigError(f"image_size must be at least 64 (the student needs it), got {self.image_size}")
 
@@ -271,11 +275,12 @@ def _lr_at(step: int, s: MapperTrainSettings) -> float:
 
 def batch_latents(G, step: int, d: Dist, s: MapperTrainSettings, w_std: torch.Tensor,
                   device: str | torch.device) -> torch.Tensor:
-    """The W+ latents [batch, num_ws, w_dim] of one step on one rank: seeds from TRAIN_SEED_START,
-    a distinct block per (step, rank), plus per-slot Gaussian jitter of ``jitter`` x ``w_std`` [w_dim]."""
+    """The W+ latents [batch, num_ws, w_dim] of one step on one rank: seeds from TRAIN_SEED_START +
+    ``s.seed`` x SEED_STRIDE, a distinct block per (step, rank), plus per-slot Gaussian jitter of
+    ``jitter`` x ``w_std`` [w_dim]."""
     from stylerig_au.models import seed_to_z
 
-    first = TRAIN_SEED_START + (step * d.world + d.rank) * s.batch
+    first = TRAIN_SEED_START + s.seed * SEED_STRIDE + (step * d.world + d.rank) * s.batch
     z = torch.cat([seed_to_z(first + i, G.z_dim) for i in range(s.batch)]).to(device)
     with torch.no_grad():
         w = G.mapping(z, psi=s.psi)
