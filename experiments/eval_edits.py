@@ -19,7 +19,9 @@ for them this is a held-out-faces check, not an independent-detector check.
     python experiments/eval_edits.py --faces 32 --device cuda
 
 The mapper was trained against the student detector, never against OpenFace, so for it this is
-also an independent-detector check.
+also an independent-detector check (its linear part starts from the directions above, whose step
+sizes OpenFace set; a mapper calibrated with ``calibrate-mapper`` keeps the check independent only
+with ``--estimator student``).
 
 Prints a table and writes ``experiments/results/eval_edits_<device>.json`` and a PNG grid
 (rows: faces; columns: the face, then each AU's +amount edit).
