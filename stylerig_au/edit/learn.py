@@ -26,7 +26,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.errors import StylerigError
@@ -175,14 +174,13 @@ def student_measure(G, student, batch_size: int = 1, size: int = 256) -> Callabl
     The renders are area-downsampled to ``size``² and read raw (no clipping, no re-alignment), as the
     mapper's training reads them (:mod:`stylerig_au.edit.mapper_train`); never NaN.
     """
+    from stylerig_au.edit.mapper_train import to_side
 
     def measure(ws: torch.Tensor) -> np.ndarray:
         out = []
         with torch.no_grad():
             for start in range(0, len(ws), batch_size):
-                img = G.synthesis(ws[start:start + batch_size]).clamp(-1, 1)
-                if img.shape[-1] != size:
-                    img = F.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size else "bilinear")
+                img = to_side(G.synthesis(ws[start:start + batch_size]).clamp(-1, 1), size)
                 out.append(student(img).float().cpu().numpy())
         return np.concatenate(out)
 

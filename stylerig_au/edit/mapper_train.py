@@ -106,6 +106,14 @@ class MapperTrainSettings:
         return key
 
 
+def to_side(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Square images float [N, C, H, H] brought to [N, C, size, size] as the student reads them during
+    training: area-averaged when shrinking, bilinear when growing, returned as is at ``size``."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="area" if images.shape[-1] > size else "bilinear")
+
+
 def region_mask(aus_per_face: list[list[int]], size: int, feather: float = 0.04,
                 device: str | torch.device = "cpu") -> torch.Tensor:
     """Soft mask float32 [N, 1, size, size] in [0, 1]: 1 inside the regions the listed AUs move
@@ -191,11 +199,7 @@ class MapperLoss:
             self.face_net = load_face_resnet(device=next(student.parameters()).device)
 
     def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
-        img = G.synthesis(ws)
-        size = self.s.image_size
-        if img.shape[-1] != size:
-            img = F.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size else "bilinear")
-        return img
+        return to_side(G.synthesis(ws), self.s.image_size)
 
     def __call__(self, mapper, G, ws: torch.Tensor, delta: torch.Tensor, edited: list[list[int]]) -> dict[str, torch.Tensor]:
         module: AUMapper = getattr(mapper, "module", mapper)
