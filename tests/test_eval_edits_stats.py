@@ -1,4 +1,4 @@
-"""The statistics of ``experiments/eval_edits.py`` that go into the committed result files."""
+"""The statistics of the edit-evaluation scripts (``eval_edits.py``, ``compare_edit_evals.py``, ``edit_ceiling.py``) that go into the committed result files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -86,3 +87,22 @@ def test_top_drift_ranks_other_aus_by_mean_absolute_change(eval_edits):
     assert top["12"] == {"abs": 0.8, "mean": 0.8}
     assert top["4"] == {"abs": 0.9, "mean": 0.0}
     assert eval_edits.top_drift([{"au": 6, "drift": 0.3}], 6) == {}  # results written before changes were kept
+
+
+def test_edit_ceiling_summary_reads_drift_over_every_measured_au():
+    ceiling = load_script("edit_ceiling")
+    measured = [1, 4, 12]
+    # two faces, edits of AU 12 and AU 4 (in that order); rows are changes of AU 1, 4, 12
+    changes = np.array([
+        [[0.2, -0.4, 2.0], [0.0, 1.0, 0.6]],
+        [[0.4, 0.0, 1.0], [0.2, 2.0, -0.2]],
+    ])
+    ident = np.array([[0.3, 0.5], [0.5, 0.7]])
+    s = ceiling.summarise(changes, ident, [12, 4], measured, amount=2.0)
+    assert math.isclose(s["per_au"]["12"]["achieved"], 1.5) and math.isclose(s["per_au"]["4"]["achieved"], 1.5)
+    # AU 12's drift: mean |change| of AU 1 and AU 4 over both faces = (0.2 + 0.4 + 0.4 + 0.0) / 4
+    assert math.isclose(s["per_au"]["12"]["drift"], 0.25)
+    assert math.isclose(s["per_au"]["4"]["drift"], (0.0 + 0.6 + 0.2 + 0.2) / 4)
+    assert s["within_0.5"] == 2 and math.isclose(s["mean_abs_error"], 0.5)
+    assert math.isclose(s["drift_per_unit"], (0.25 + 0.25) / 2 / 1.5)
+    assert math.isclose(s["mean_identity"], 0.5) and math.isclose(s["per_au"]["4"]["identity"], 0.6)

@@ -64,11 +64,13 @@ class Session:
 
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
-          device: str, face: int | None = None, measures: bool = False) -> Session:
+          device: str, face: int | None = None, measures: bool = False, refine: int = 0) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
-    model then fails before the inversion, not after it).
+    model then fails before the inversion, not after it). ``refine``: refine each edit for the face
+    with this many steps against the student detector (:mod:`stylerig_au.edit.refine`; 0: off); its
+    models load here too, before the inversion.
     """
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
@@ -101,7 +103,17 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         from stylerig_au.au.detect import make_detector
 
         measure = OpenFaceMeasure(make_detector("openface"))
-    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper)
+    refiner = None
+    if refine > 0:
+        from stylerig_au.au.student import load_student
+        from stylerig_au.edit.refine import EditRefiner, RefineSettings, w_spread
+
+        student = load_student(device=device).net.eval()
+        for p in student.parameters():
+            p.requires_grad_(False)
+        w_std = mapper.w_std if mapper is not None else w_spread(G)
+        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine), progress=True)
+    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)
     editor.check_aus(aus_in_use)
     config = quick_config(steps, device, lr)
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,

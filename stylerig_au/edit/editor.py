@@ -6,6 +6,9 @@ Invert a photo once (``stylerig-au invert`` writes a latent file), then edit it 
     record = load_latent("photo.pt")
     images = editor.render(record, AU(12, +2) + AU(6, +1))      # [1, 3, R, R] in [-1, 1]
     frames = [editor.render(record, ws=w) for w in editor.interpolate(record, presets.smile, 8)]
+
+With an :class:`~stylerig_au.edit.refine.EditRefiner` every edit is then polished for the face by a
+few optimisation steps against the student AU detector (slow: ~80 s an edit on a CPU).
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ class Editor:
         mapper: the AU-conditioned mapper for ``G`` (method 'mapper'; :func:`~stylerig_au.edit.mapper.load_default_mapper`).
         measure: optional ``images [N, 3, R, R] in [-1, 1] -> current AUs`` (a tensor [N, 17] in
             ``AU_NUMBERS`` order or a dict), used for absolute targets when no ``current_aus`` is given.
+        refiner: optional :class:`~stylerig_au.edit.refine.EditRefiner`; each edit of the method is then
+            refined for its face (on the slots the edit's layer restriction allows).
 
     Raises:
         StylerigError: unknown method, a missing mapper or directions, or either made for another generator.
     """
 
     def __init__(self, G, directions: LinearDirections | None = None, method: str = "linear",
-                 measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None) -> None:
+                 measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None, refiner=None) -> None:
         if method not in METHODS:
             raise StylerigError(f"unknown edit method '{method}'; choose one of: {', '.join(METHODS)}")
         if method == "mapper":
@@ -55,7 +60,10 @@ class Editor:
                                 "none are learned for this generator yet")
         if directions is not None:
             directions.check(G)
+        if refiner is not None and refiner.G is not G:
+            raise StylerigError("the edit refiner was made for another generator than this editor's")
         self.G, self.directions, self.method, self.measure, self.mapper = G, directions, method, measure, mapper
+        self.refiner = refiner
 
     @property
     def aus(self) -> tuple[int, ...]:
@@ -87,8 +95,33 @@ class Editor:
         if self.method == "mapper":
             from stylerig_au.edit.mapper import apply_mapper
 
-            return apply_mapper(self.mapper, ws, edit, self.G.slots, current_aus)
-        return self.directions.apply(ws, edit, current_aus)
+            edited = apply_mapper(self.mapper, ws, edit, self.G.slots, current_aus)
+        else:
+            edited = self.directions.apply(ws, edit, current_aus)
+        if self.refiner is None:
+            return edited
+        return self._refine(latent, ws, edited, edit, current_aus)
+
+    def _refine(self, latent: Latent, ws: torch.Tensor, edited: torch.Tensor, edit: Edit,
+                current_aus: CurrentAUs | None) -> torch.Tensor:
+        from stylerig_au.edit.directions import _current, add_on_slots, as_batch
+        from stylerig_au.edit.spec import layer_mask
+
+        batch, single = as_batch(ws, self.G.num_ws, self.G.w_dim)
+        n, aus = batch.shape[0], self.refiner.aus
+        change = torch.zeros(n, len(aus))
+        slots = torch.zeros(self.G.num_ws, dtype=torch.bool)
+        for au, term in edit.items():
+            if au not in aus:
+                raise StylerigError(f"the refiner's student detector does not read AU{au}; refine edits of {aus} only")
+            change[:, aus.index(au)] += (term.value - _current(current_aus, au, n)) if term.absolute else term.value
+            slots |= layer_mask(term.layers, self.G.slots)
+        device = self.G.w_avg.device
+        edited_batch = edited[None] if single else edited
+        step = (edited_batch.float() - batch.float()).to(device)
+        noise = latent.get("noise") if isinstance(latent, Mapping) else None
+        refined = self.refiner.refine(batch.float().to(device), step, change, slots, noise).to(ws.device)
+        return add_on_slots(batch, refined, slots & (refined != 0).any(dim=(0, 2)).cpu(), single)
 
     def _synth(self, latent: Latent, ws: torch.Tensor) -> torch.Tensor:
         from stylerig_au.invert import render

@@ -186,12 +186,10 @@ def mapper_from_directions(directions, w_std: torch.Tensor | None = None, **conf
 def new_mapper(G, directions, num_samples: int = 4096, seed: int = 0, **config: Any) -> AUMapper:
     """:func:`mapper_from_directions` with the input normalised by ``G``'s w statistics (mean ``G.w_avg``,
     per-dimension std over ``num_samples`` mapped z, seeded)."""
+    from stylerig_au.edit.refine import w_spread
+
     directions.check(G)
-    device = G.w_avg.device
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        w = G.mapping(torch.randn(num_samples, G.z_dim, generator=gen).to(device))
-    mapper = mapper_from_directions(directions, w_std=w.std(dim=0), **config)
+    mapper = mapper_from_directions(directions, w_std=w_spread(G, num_samples, seed), **config)
     with torch.no_grad():
         mapper.w_mean.copy_(G.w_avg.detach().float().cpu())
     return mapper

@@ -1,0 +1,208 @@
+"""How far can the student's loss take one edit? Per-face optimisation of Δw+, scored by OpenFace.
+
+The mapper is amortised: one small network serves every face and every AU change, trained for a few
+hundred CPU steps. Its OpenFace-measured drift grows by ~0.2 per unit of achieved change
+(``RESULTS.md`` §2a), and meeting the reach and drift targets together needs ≤ 0.15. This script asks
+whether that limit is the amortisation or the training objective itself: for each face and AU it
+starts from the mapper's ``+amount`` edit and optimises that face's Δw+ alone, for ``--steps`` Adam
+steps, against the mapper's own training terms measured by the student detector
+(:mod:`stylerig_au.edit.mapper_train`). This is :mod:`stylerig_au.edit.refine`, what
+``stylerig-au edit --refine STEPS`` does to an edit:
+
+* target: (student AU of the edit − clamp(student AU of the face + amount, 0, 5))²;
+* keep: mean (student change of the other AUs)², weighted by ``--keep``;
+* outside: LPIPS between face and edit with the edited AU's face region blacked out
+  (``mapper_train.region_mask``), weighted by ``--outside``, so hair, background and colours stay;
+* identity: dlib face-descriptor distance between face and edit (``mapper_train.dlib_identity``),
+  weighted by ``--identity``;
+* size: mean ((Δw+ − the mapper's Δw+) / w's spread)², weighted by ``--size``.
+
+OpenFace never enters the optimisation; it reads the face, the mapper's edit and the optimised edit,
+and the summary gives error, AUs within ±0.5, drift (mean |change| of the other AUs) and dlib
+identity distance per variant, as ``eval_edits.py`` does. The student's own readings of the same
+images are kept too. If the optimised edits meet the targets, a mapper can in principle (given more
+capacity and training); if they do not, the student-driven objective is the limit.
+
+    python experiments/edit_ceiling.py --mapper scal.pt --faces 3 --steps 20
+
+A face's results are saved as soon as it is done; rerun with ``--resume`` to continue after an
+interruption. Writes ``experiments/results/edit_ceiling_<device>.json`` and a PNG grid (for the first
+two faces run in this invocation: a row of mapper edits, then a row of optimised edits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from eval_edits import add_face_set_arguments  # experiments/ is on sys.path when a script runs from it
+from stylerig_au.edit.refine import RefineSettings
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = ("mapper", "optimised")
+
+
+def summarise(changes: np.ndarray, ident: np.ndarray, aus: list[int], measured: list[int], amount: float) -> dict:
+    """changes [face, edited AU (``aus``), measured AU (``measured``)], ident [face, edited AU] -> error,
+    AUs within ±0.5, drift (mean |change| of all the other measured AUs), identity."""
+    cols = [measured.index(a) for a in aus]
+    achieved = np.array([np.nanmean(changes[:, i, c]) for i, c in enumerate(cols)])
+    drift = np.array([np.nanmean(np.abs(np.delete(changes[:, i], c, axis=1))) for i, c in enumerate(cols)])
+    return {"mean_achieved": float(achieved.mean()), "mean_abs_error": float(np.mean(np.abs(achieved - amount))),
+            "within_0.5": int(np.sum(np.abs(achieved - amount) <= 0.5)), "mean_drift": float(drift.mean()),
+            "drift_per_unit": float(drift.mean() / max(achieved.mean(), 1e-6)), "mean_identity": float(np.nanmean(ident)),
+            "per_au": {str(a): {"achieved": float(achieved[i]), "drift": float(drift[i]),
+                                "identity": float(np.nanmean(ident[:, i]))} for i, a in enumerate(aus)}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mapper", default=None, help="mapper file to start from (default: the bundled one)")
+    ap.add_argument("--aus", type=int, nargs="+", default=None, help="AUs to edit (default: all the mapper's)")
+    d = RefineSettings()
+    ap.add_argument("--steps", type=int, default=d.steps)
+    ap.add_argument("--lr", type=float, default=d.lr, help="Adam step size, in units of w's spread")
+    ap.add_argument("--keep", type=float, default=d.keep)
+    ap.add_argument("--outside", type=float, default=d.outside)
+    ap.add_argument("--identity", type=float, default=d.identity)
+    ap.add_argument("--size", type=float, default=d.size)
+    ap.add_argument("--colour", type=float, default=d.colour)
+    ap.add_argument("--batch", type=int, default=6, help="edits optimised together")
+    ap.add_argument("--resume", action="store_true", help="keep the faces already in the output's partial file")
+    add_face_set_arguments(ap)
+    args = ap.parse_args(argv)
+
+    from stylerig_au.au.detect import make_detector
+    from stylerig_au.au.student import load_student
+    from stylerig_au.diagnostics import device_label
+    from stylerig_au.edit.mapper import load_default_mapper
+    from stylerig_au.edit.mapper_train import to_side
+    from stylerig_au.edit.refine import EditRefiner
+    from stylerig_au.fileio import atomic_write_text
+    from stylerig_au.identity_net import load_face_resnet
+    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
+    from stylerig_au.metrics import identity_distance
+    from stylerig_au.models import load_generator, seed_ws
+    from stylerig_au.perceptual import load_lpips
+    from stylerig_au.samples import label_images
+
+    device = args.device
+    G = load_generator(device=device)
+    for p in G.parameters():
+        p.requires_grad_(False)
+    mapper = load_default_mapper(G, args.mapper, device=device)
+    student = load_student(device=device).net.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    openface = make_detector("openface").to(device)
+    aus = args.aus or list(mapper.aus)
+    unknown = [a for a in aus if a not in mapper.aus]
+    if unknown:
+        print(f"error: the mapper does not edit AU {', '.join(map(str, unknown))}; choose from {mapper.aus}", file=sys.stderr)
+        return 2
+    measured = list(mapper.aus)  # every AU is read, so drift is over all the others, edited or not
+    m_cols = [measured.index(a) for a in aus]
+    s_cols = torch.tensor([list(student.aus).index(a) for a in measured], device=device)
+    of_cols = [list(openface.aus).index(a) for a in measured]
+    settings = RefineSettings(steps=args.steps, lr=args.lr, keep=args.keep, outside=args.outside,
+                              identity=args.identity, size=args.size, colour=args.colour)
+    refiner = EditRefiner(G, student, mapper.w_std, settings, lpips=load_lpips(device=device),
+                          face_net=load_face_resnet(device=device))
+    out = args.out or REPO / "experiments" / "results" / f"edit_ceiling_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
+    partial = out.with_suffix(".partial.json")
+    done: dict[str, dict] = json.loads(partial.read_text())["faces"] if args.resume and partial.exists() else {}
+
+    def student_read(images: torch.Tensor) -> torch.Tensor:
+        return student(to_side(images, 256))[:, s_cols]
+
+    ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
+    tiles: list[np.ndarray] = []
+    bar = tqdm(total=args.faces * len(aus), desc="optimise edits", unit="edit")
+    for f in range(args.faces):
+        seed = args.seed_start + f
+        ws = ws_all[f:f + 1]
+        if str(seed) in done:
+            bar.update(len(aus))
+            continue
+        with torch.no_grad():
+            base = G.synthesis(ws).clamp(-1, 1)
+            base_student = student_read(base)[0]
+        base_u8 = batch_to_uint8(base)
+        base_of = label_images(base_u8, openface)["aus"][0][of_cols]
+        if not np.isfinite(base_of).all():
+            print(f"seed {seed}: no face found by dlib; skipped", file=sys.stderr)
+            bar.update(len(aus))
+            continue
+        base_small = F.interpolate(base, size=512, mode="area")
+        record = {v: {"openface": [], "student": [], "identity": []} for v in VARIANTS}
+        record["losses"] = []
+        row_tiles = {v: [base_u8[0]] for v in VARIANTS}
+        for start in range(0, len(aus), args.batch):
+            idx = list(range(start, min(start + args.batch, len(aus))))
+            n = len(idx)
+            cols = torch.tensor([m_cols[i] for i in idx], device=device)
+            delta = torch.zeros(n, len(measured), device=device)
+            delta[torch.arange(n), cols] = args.amount
+            wsn = ws.repeat(n, 1, 1)
+            with torch.no_grad():
+                start_step = mapper(wsn, delta)
+            change = torch.zeros(n, len(refiner.aus), device=device)
+            change[torch.arange(n), torch.tensor([refiner.aus.index(aus[i]) for i in idx])] = args.amount
+
+            def on_step(_: int, losses: dict[str, float]) -> None:
+                record["losses"].append(losses)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "size"})
+            refined = refiner.refine(wsn, start_step, change, on_step=on_step)
+            for v, step in (("mapper", start_step), ("optimised", refined)):
+                with torch.no_grad():
+                    img = G.synthesis(wsn + step).clamp(-1, 1)
+                    record[v]["student"].extend((student_read(img) - base_student[None]).cpu().tolist())
+                img_u8 = batch_to_uint8(img)
+                record[v]["openface"].extend((label_images(img_u8, openface)["aus"][:, of_cols] - base_of[None]).tolist())
+                record[v]["identity"].extend(identity_distance(base_small.expand(n, -1, -1, -1),
+                                                               F.interpolate(img, size=512, mode="area")).tolist())
+                row_tiles[v].extend(img_u8)
+            bar.update(n)
+        done[str(seed)] = record
+        atomic_write_text(partial, json.dumps({"faces": done}) + "\n")
+        if len(tiles) < 2 * len(VARIANTS) * (len(aus) + 1):  # the grid shows the first 2 faces run this time
+            for v in VARIANTS:
+                tiles.extend(row_tiles[v])
+    bar.close()
+
+    faces = sorted(done)
+    summary = {}
+    print(f"{'variant':<10} {'reader':<9} {'achieved':>8} {'error':>6} {'within':>7} {'drift':>6} {'per unit':>8} {'identity':>9}")
+    for v in VARIANTS:
+        ident = np.array([done[s][v]["identity"] for s in faces], dtype=float)
+        summary[v] = {}
+        for reader in ("openface", "student"):
+            ch = np.array([done[s][v][reader] for s in faces], dtype=float)
+            s = summary[v][reader] = summarise(ch, ident, aus, measured, args.amount)
+            print(f"{v:<10} {reader:<9} {s['mean_achieved']:8.2f} {s['mean_abs_error']:6.2f} {s['within_0.5']:>4d}/{len(aus)} "
+                  f"{s['mean_drift']:6.2f} {s['drift_per_unit']:8.3f} {s['mean_identity']:9.2f}")
+    grid = out.with_suffix(".png")
+    if tiles:
+        save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
+    result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
+              "mapper_created": mapper.created, "mapper_command": mapper.meta.get("command"),
+              "mapper_calibration": (mapper.meta.get("calibration") or {}).get("command"),
+              "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
+              "optimisation": {**asdict(settings), "batch": args.batch},
+              "summary": summary, "faces": done,
+              "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    print(f"-> {out}, {grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Polish an edit for one face: optimise its Δw+ against the student AU detector (slow, tighter edits).
+
+The linear directions and the mapper give an edit in one pass, the same recipe for every face. A
+refined edit starts from that Δw+ and takes ``steps`` Adam steps on this face alone, with the terms
+the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by the student detector:
+
+* target: (student AU of the edit − clamp(student AU of the face + asked change, 0, 5))² over the asked AUs;
+* keep: mean (student change of every other AU)², weight ``keep``;
+* outside: LPIPS between face and edit outside the face regions of the asked AUs, weight ``outside``;
+* identity: distance between dlib's face descriptors of face and edit, weight ``identity``;
+* size: mean ((Δw+ − the starting Δw+) / w's spread)², weight ``size``;
+* colour (off by default): mean squared difference of the 8×-average-pooled face and edit inside the
+  asked AUs' regions, weight ``colour``: the outside term does not look there, and without it some
+  mouth edits come out with lipstick-red lips or a white beard.
+
+Each step renders the edit at full size and runs the student, LPIPS and the face network backwards:
+about 4 s per 1024² image per step on a 2-core CPU, so 20 steps take ~80 s an edit there (the one-pass
+edit takes ~1 s). ``experiments/edit_ceiling.py`` measures what it buys with OpenFace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from stylerig_au.errors import StylerigError
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Steps and loss weights of a refinement (the defaults are those ``edit_ceiling.py`` measured)."""
+
+    steps: int = 20
+    lr: float = 0.05  # Adam step, in units of w's per-dimension spread
+    keep: float = 3.0
+    outside: float = 4.0
+    identity: float = 4.0
+    size: float = 0.05
+    colour: float = 0.0
+    side: int = 256  # the student, LPIPS and the face network read the images at this side
+
+    def check(self) -> None:
+        if self.steps < 0:
+            raise StylerigError(f"refine steps must be 0 or more, got {self.steps}")
+        if self.lr <= 0:
+            raise StylerigError(f"refine learning rate must be positive, got {self.lr}")
+        if min(self.keep, self.outside, self.identity, self.size, self.colour) < 0:
+            raise StylerigError("refine loss weights must be 0 or more")
+        if self.side < 64:
+            raise StylerigError(f"refine side must be at least 64 (the student needs it), got {self.side}")
+
+
+def w_spread(G, num_samples: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Per-dimension standard deviation float32 [w_dim] of w = G.mapping(z) over ``num_samples`` seeded z."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(num_samples, G.z_dim, generator=gen).to(G.w_avg.device))
+    return w.std(dim=0).float()
+
+
+class EditRefiner:
+    """Refine edits of latents for one generator (module docstring).
+
+    Args:
+        G: the generator; ``student``: a :class:`~stylerig_au.au.student.StudentAUNet` (or anything
+            mapping float [N, 3, S, S] in [-1, 1] to intensities [N, len(student.aus)]) with an ``aus`` list;
+        w_std: float [w_dim], the spread of G's w (:func:`w_spread`, or a mapper's ``w_std``);
+        settings: :class:`RefineSettings`;
+        lpips, face_net: the LPIPS model and dlib face network, loaded from the pretrained assets when
+            their weight is non-zero and they are not given;
+        progress: show a progress bar over the steps of each refinement.
+    """
+
+    def __init__(self, G, student, w_std: torch.Tensor, settings: RefineSettings = RefineSettings(),
+                 lpips=None, face_net=None, progress: bool = False) -> None:
+        settings.check()
+        self.G, self.student, self.settings = G, student, settings
+        device = G.w_avg.device
+        self.w_std = w_std.detach().float().to(device)
+        if self.w_std.shape != (G.w_dim,):
+            raise StylerigError(f"w_std must have shape [{G.w_dim}], got {list(self.w_std.shape)}")
+        if settings.outside > 0 and lpips is None:
+            from stylerig_au.perceptual import load_lpips
+
+            lpips = load_lpips(device=device)
+        if settings.identity > 0 and face_net is None:
+            from stylerig_au.identity_net import load_face_resnet
+
+            face_net = load_face_resnet(device=device)
+        self.lpips, self.face_net, self.progress = lpips, face_net, progress
+
+    @property
+    def aus(self) -> list[int]:
+        """The AUs the student reads: the columns of ``change`` in :meth:`refine`."""
+        return [int(a) for a in self.student.aus]
+
+    def refine(self, ws: torch.Tensor, step: torch.Tensor, change: torch.Tensor, slots: torch.Tensor | None = None,
+               noise: dict[str, torch.Tensor] | None = None,
+               on_step: Callable[[int, dict[str, float]], None] | None = None) -> torch.Tensor:
+        """The refined Δw+ float32 [N, num_ws, w_dim] of the edits ``ws + step``.
+
+        Args:
+            ws: latents [N, num_ws, w_dim]; ``step``: their starting Δw+ (same shape).
+            change: float [N, len(aus)], the asked change of each AU (columns in :attr:`aus` order);
+                0 means "keep this AU as it is". A row without any asked change is returned as it came.
+            slots: bool or float [num_ws], the W+ slots the refinement may move (default: all).
+            noise: the latent's noise maps (:func:`stylerig_au.invert.render`), if it has any.
+            on_step: called as on_step(step, losses) after each step, losses as floats.
+        """
+        from stylerig_au.edit.mapper_train import MAX_INTENSITY, dlib_identity, region_mask, to_side
+        from stylerig_au.invert import render
+
+        s = self.settings
+        if ws.ndim != 3 or step.shape != ws.shape:
+            raise StylerigError(f"refine needs ws and step of the same shape [N, num_ws, w_dim], got {list(ws.shape)} "
+                                f"and {list(step.shape)}")
+        n, aus = ws.shape[0], self.aus
+        if change.shape != (n, len(aus)):
+            raise StylerigError(f"refine needs one change per student AU: shape [{n}, {len(aus)}], got {list(change.shape)}")
+        device = ws.device
+        ws, step = ws.detach().float(), step.detach().float()
+        change = change.detach().float().to(device)
+        on = change != 0
+        rows = on.any(dim=1).nonzero().flatten()
+        if s.steps == 0 or rows.numel() == 0:
+            return step.clone()
+        ws_r, step_r, change_r, on_r = ws[rows], step[rows], change[rows], on[rows]
+        slot_w = torch.ones(ws.shape[1], device=device) if slots is None else slots.to(device).float()
+        noise = {k: v.to(device) for k, v in (noise or {}).items()}
+
+        def synth(x: torch.Tensor) -> torch.Tensor:
+            return to_side(render(self.G, x, noise), s.side)
+
+        with torch.no_grad():
+            base = to_side(render(self.G, ws_r, noise).clamp(-1, 1), s.side)
+            base_aus = self.student(base)
+        target = (base_aus + change_r).clamp(0, MAX_INTENSITY)
+        keep_mask = 1 - region_mask([[aus[int(j)] for j in row.nonzero().flatten()] for row in on_r], s.side, device=device)
+        u = torch.zeros_like(step_r, requires_grad=True)
+        opt = torch.optim.Adam([u], lr=s.lr)
+        bar = tqdm(total=s.steps, desc="refine edit", unit="step", leave=False, disable=not self.progress)
+        for i in range(s.steps):
+            move = u * slot_w[None, :, None] * self.w_std
+            edit = synth(ws_r + step_r + move)
+            read = self.student(edit)
+            losses = {"target": ((read - target) ** 2 * on_r).sum() / on_r.sum(),
+                      "keep": ((read - base_aus) ** 2 * ~on_r).sum() / (~on_r).sum().clamp_min(1),
+                      "size": u.pow(2).mean()}
+            total = losses["target"] + s.keep * losses["keep"] + s.size * losses["size"]
+            if s.outside > 0:
+                losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep_mask, base * keep_mask).mean()
+                total = total + s.outside * losses["outside"]
+            if s.colour > 0:
+                inside = F.avg_pool2d(1 - keep_mask, 8)
+                diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(base, 8)) ** 2 * inside
+                losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
+                total = total + s.colour * losses["colour"]
+            if s.identity > 0:
+                losses["identity"] = dlib_identity(self.face_net, edit, base).mean()
+                total = total + s.identity * losses["identity"]
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            bar.update(1)
+            bar.set_postfix(target=f"{values['target']:.3f}", keep=f"{values['keep']:.3f}")
+            if on_step is not None:
+                on_step(i, values)
+        bar.close()
+        out = step.clone()
+        out[rows] = step_r + (u.detach() * slot_w[None, :, None] * self.w_std)
+        return out
