@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval_edits import add_face_set_arguments  # experiments/ is on sys.path when a script runs from it
+from eval_edits import add_face_set_arguments, describe_mapper  # experiments/ is on sys.path when a script runs from it
 from stylerig_au.edit.refine import RefineSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,12 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = args.device
     G = load_generator(device=device)
-    for p in G.parameters():
-        p.requires_grad_(False)
     mapper = load_default_mapper(G, args.mapper, device=device)
     student = load_student(device=device).net.eval()
-    for p in student.parameters():
-        p.requires_grad_(False)
     openface = make_detector("openface").to(device)
     aus = args.aus or list(mapper.aus)
     unknown = [a for a in aus if a not in mapper.aus]
@@ -193,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if tiles:
         save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
-              "mapper_created": mapper.created, "mapper_command": mapper.meta.get("command"),
-              "mapper_calibration": (mapper.meta.get("calibration") or {}).get("command"),
+              **describe_mapper(mapper),
               "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
               "optimisation": {**asdict(settings), "batch": args.batch},
               "summary": summary, "faces": done,

@@ -47,6 +47,14 @@ HELD_OUT_SEED_START = 2_000_000
 
 
 
+def describe_mapper(mapper) -> dict:
+    """What a result file records about the mapper it scored: when it was made, its training and
+    calibration commands, and its input gains."""
+    return {"mapper_created": mapper.created, "mapper_command": mapper.meta.get("command"),
+            "mapper_calibration": (mapper.meta.get("calibration") or {}).get("command"),
+            "mapper_input_gain": {str(a): round(g, 4) for a, g in mapper.input_gains().items()}}
+
+
 def add_face_set_arguments(ap: argparse.ArgumentParser) -> None:
     """The options shared by the scripts that edit held-out faces: --faces, --seed-start, --psi, --amount, --device, --out."""
     ap.add_argument("--faces", type=int, default=8)
@@ -83,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         from stylerig_au.edit.mapper import load_default_mapper
 
         source = load_default_mapper(G, args.mapper, device=device)
-        described = {"mapper_created": source.created, "mapper_command": source.meta.get("command"),
-                     "mapper_calibration": (source.meta.get("calibration") or {}).get("command"),
-                     "mapper_input_gain": {str(a): round(g, 4) for a, g in source.input_gains().items()}}
+        described = describe_mapper(source)
     else:
         source, described = dirs, {"directions": dirs.method, "directions_created": dirs.created}
     from stylerig_au.evaluate import make_editor

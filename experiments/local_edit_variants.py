@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval_edits import add_face_set_arguments  # experiments/ is on sys.path when a script runs from it
+from eval_edits import add_face_set_arguments, describe_mapper  # experiments/ is on sys.path when a script runs from it
 
 REPO = Path(__file__).resolve().parent.parent
 GRID_FACES = 2
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if tiles:
         save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
-              "mapper_created": mapper.created, "mapper_command": mapper.meta.get("command"),
-              "mapper_calibration": (mapper.meta.get("calibration") or {}).get("command"),
+              **describe_mapper(mapper),
               "amount": args.amount, "psi": args.psi, "faces": args.faces, "seed_start": args.seed_start,
               "variants": summary, "grid_rows": f"{GRID_FACES} faces x ({', '.join(variants)})",
               "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval_edits import add_face_set_arguments  # experiments/ is on sys.path when a script runs from it
+from eval_edits import add_face_set_arguments, describe_mapper  # experiments/ is on sys.path when a script runs from it
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print("mean  " + "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
     out = args.out or REPO / "experiments" / "results" / f"student_vs_openface_edits_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
-              "mapper_created": mapper.created, "mapper_command": mapper.meta.get("command"),
-              "mapper_input_gain": {str(a): round(g, 4) for a, g in mapper.input_gains().items()},
+              **describe_mapper(mapper),
               "amount": args.amount, "psi": args.psi, "faces": args.faces, "held_out_seed_start": args.seed_start,
               "summary": summary, "per_au": per_au, "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}
     atomic_write_text(out, json.dumps(result, indent=1))

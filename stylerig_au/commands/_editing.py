@@ -109,8 +109,6 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         from stylerig_au.edit.refine import EditRefiner, RefineSettings, w_spread
 
         student = load_student(device=device).net.eval()
-        for p in student.parameters():
-            p.requires_grad_(False)
         w_std = mapper.w_std if mapper is not None else w_spread(G)
         refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine), progress=True)
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)

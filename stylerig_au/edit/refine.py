@@ -162,8 +162,8 @@ class EditRefiner:
             if s.identity > 0:
                 losses["identity"] = dlib_identity(self.face_net, edit, base).mean()
                 total = total + s.identity * losses["identity"]
-            opt.zero_grad()
-            total.backward()
+            # only u's gradient: no weight gradients are computed or left on G, the student or the nets
+            (u.grad,) = torch.autograd.grad(total, [u])
             opt.step()
             values = {k: float(v.detach()) for k, v in losses.items()}
             bar.update(1)
