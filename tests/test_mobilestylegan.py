@@ -19,7 +19,9 @@ from stylerig_au.models.mobilestylegan import (
     FORMAT,
     MobileStyleGAN,
     build_mobilestylegan,
+    _depthwise_separable_cpu,
     inverse_haar,
+    inverse_haar_grouped_conv,
     inverse_haar_upfirdn,
     load_mobilestylegan,
 )
@@ -393,7 +395,9 @@ def test_inverse_haar_matches_the_definition_and_the_upfirdn_path() -> None:
             for b in range(2):
                 expect[:, :, a::2, b::2] += band * k[a, b]
     torch.testing.assert_close(y, expect)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # the CPU path works channels-last
     torch.testing.assert_close(inverse_haar_upfirdn(x, HAAR.double(), impl="ref"), expect)
+    torch.testing.assert_close(inverse_haar_grouped_conv(x, HAAR.double()), expect)
     # an orthonormal Haar pair: the forward transform recovers the bands
     fwd = F.conv2d(expect.reshape(6, 1, 10, 12), HAAR.double()[:, None], stride=2)
     torch.testing.assert_close(fwd.reshape(2, 3, 4, 5, 6), torch.stack(bands, 2))
@@ -421,3 +425,22 @@ def test_save_load_round_trip_and_errors(tmp_path: Path) -> None:
         build_mobilestylegan({"format": FORMAT, "state_dict": state, "meta": G.meta})
     with pytest.raises(StylerigError, match="impl"):
         G.set_impl("fast")
+
+
+def test_cpu_depthwise_separable_conv_folds_the_style_exactly() -> None:
+    """The CPU path (style folded into per-image 1×1 weights, one batched matmul) is the NCHW maths."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 8, 9, 7, dtype=torch.float64, generator=gen)
+    style = torch.randn(3, 8, 1, 1, dtype=torch.float64, generator=gen)
+    weight_dw = torch.randn(8, 1, 3, 3, dtype=torch.float64, generator=gen)
+    weight = torch.randn(5, 8, 1, 1, dtype=torch.float64, generator=gen)
+    expect = F.conv2d(F.conv2d(x * style, weight_dw, padding=1, groups=8), weight)
+    got = _depthwise_separable_cpu(x, style, weight_dw, weight, padding=1)
+    assert got.shape == (3, 5, 9, 7)
+    torch.testing.assert_close(got, expect)
+    # gradients reach the style (and so w) the same way
+    s1 = style.clone().requires_grad_(True)
+    s2 = style.clone().requires_grad_(True)
+    (g1,) = torch.autograd.grad(_depthwise_separable_cpu(x, s1, weight_dw, weight, 1).square().sum(), [s1])
+    (g2,) = torch.autograd.grad(F.conv2d(F.conv2d(x * s2, weight_dw, padding=1, groups=8), weight).square().sum(), [s2])
+    torch.testing.assert_close(g1, g2)

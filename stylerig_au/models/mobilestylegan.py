@@ -83,6 +83,22 @@ class StyleAffine(nn.Module):
         return s[:, :, None, None]
 
 
+def _depthwise_separable_cpu(x: torch.Tensor, style: torch.Tensor, weight_dw: torch.Tensor, weight: torch.Tensor,
+                             padding: int) -> torch.Tensor:
+    """``conv1x1(depthwise(x · style))`` computed the CPU-friendly way: [N, C_in, H, W] -> channels-last [N, C_out, H, W].
+
+    A depthwise conv commutes with a per-channel scale, so the style [N, C_in, 1, 1] is folded into
+    per-image 1×1 weights and the 1×1 conv runs as one batched matmul over channels-last pixels. That
+    saves a full-resolution multiply and the layout changes of NCHW convs: with the channels-last
+    inverse wavelet, synthesis runs ~1.7× faster forward (~1.4× with the backward pass) on a CPU.
+    """
+    x = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight_dw, padding=padding, groups=x.shape[1])
+    n, c, h, w = x.shape
+    pixels = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, h * w, c)
+    per_image = (weight[:, :, 0, 0][None] * style[:, None, :, 0, 0]).transpose(1, 2)  # [N, C_in, C_out]
+    return torch.bmm(pixels, per_image).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
 class StyledConv(_Impl, nn.Module):
     """Modulate input channels by style, conv (3×3 dense, or 3×3 depthwise then 1×1), add baked noise
     and bias, leaky ReLU (no gain). [N, C_in, H, W] -> [N, C_out, H, W]."""
@@ -102,17 +118,27 @@ class StyledConv(_Impl, nn.Module):
         self.register_buffer("noise", torch.zeros(1, 1, resolution, resolution))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        x = x * self.mod(w)
-        if self.depthwise:
-            x = F.conv2d(x, self.weight_dw, padding=self.padding, groups=x.shape[1])
+        if self.depthwise and x.device.type == "cpu":
+            x = _depthwise_separable_cpu(x, self.mod(w), self.weight_dw, self.weight, self.padding)
+        elif self.depthwise:
+            x = F.conv2d(x * self.mod(w), self.weight_dw, padding=self.padding, groups=x.shape[1])
             x = F.conv2d(x, self.weight)
         else:
-            x = F.conv2d(x, self.weight, padding=self.padding)
+            x = F.conv2d(x * self.mod(w), self.weight, padding=self.padding)
+        noise = None
         if noise_mode == "const":
-            x = x + self.noise
+            noise = self.noise
         elif noise_mode == "random":  # the baked map is strength × N(0, 1): redraw it at its RMS
             rms = self.noise.square().mean().sqrt()
-            x = x + torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype) * rms
+            noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype) * rms
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            # Inference on a CPU is memory-bound: work in place rather than fill three new full-size buffers
+            # (~1.4× faster). With autograd on, the in-place backward is slower, so the usual ops are kept.
+            if noise is not None:
+                x.add_(noise)
+            return F.leaky_relu_(x.add_(self.bias[:, None, None]), self.slope)
+        if noise is not None:
+            x = x + noise
         return ops.bias_act(x, self.bias, act="lrelu", alpha=self.slope, gain=1.0, impl=self.impl)
 
 
@@ -140,15 +166,40 @@ def inverse_haar(x: torch.Tensor, kernels: torch.Tensor, impl: str = "auto") -> 
 
     ``kernels`` [4, 2, 2] are the synthesis filters of the low and the three high bands; each band is
     upsampled by 2 with its filter and the results summed (the IR's stride-2 transposed convs). On CUDA
-    (unless ``impl='ref'``) this runs as ``upfirdn2d`` calls (the fused kernel); elsewhere as one
-    grouped transposed conv, the same maths about 4× faster on CPU than four reference ``upfirdn2d``.
+    (unless ``impl='ref'``) this runs as ``upfirdn2d`` calls (the fused kernel); on a CPU as a
+    channels-last matmul and reshape (returned channels-last); elsewhere as one grouped transposed conv.
+    All three are the same maths.
     """
     if x.is_cuda and impl != "ref":
         return inverse_haar_upfirdn(x, kernels, impl=impl)
+    if x.device.type == "cpu":
+        return _inverse_haar_channels_last(x, kernels)
+    return inverse_haar_grouped_conv(x, kernels)
+
+
+def inverse_haar_grouped_conv(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """:func:`inverse_haar` as one grouped stride-2 transposed conv (NCHW; any device)."""
     bands = torch.stack(_haar_bands(x), dim=2)  # [N, C, 4, H, W]
     n, c, _, h, w = bands.shape
     y = F.conv_transpose2d(bands.reshape(n * c, 4, h, w), kernels.to(x.dtype)[:, None], stride=2)
     return y.reshape(n, c, 2 * h, 2 * w)
+
+
+def _inverse_haar_channels_last(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """:func:`inverse_haar` for CPU tensors: [N, 4C, H, W] -> channels-last [N, C, 2H, 2W].
+
+    Each output pixel (dy, dx) of a 2×2 cell is a fixed mix of the cell's four band values, so one small
+    matmul over channels-last pixels gives all four, and a reshape interleaves them.
+    """
+    n, c4, h, w = x.shape
+    if c4 % 4:
+        raise StylerigError(f"inverse Haar needs a multiple of 4 channels, got {c4}")
+    c = c4 // 4
+    pixels = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # [N, H, W, 4C]
+    bands = torch.cat([pixels[..., :c, None], pixels[..., c:].reshape(n, h, w, c, 3)], dim=-1)  # [N, H, W, C, 4]
+    cells = bands @ kernels.to(x.dtype).reshape(4, 4)  # [N, H, W, C, (dy, dx)]
+    out = cells.reshape(n, h, w, c, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, c)
+    return out.permute(0, 3, 1, 2)
 
 
 class WaveletUp(_Impl, nn.Module):
@@ -221,12 +272,14 @@ class SynthesisNetwork(nn.Module):
             raise StylerigError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         ws = ws.to(torch.float32)
         x = self.input.expand(ws.shape[0], -1, -1, -1)
+        if x.device.type == "cpu":  # the CPU paths of the layers work channels-last (StyledConv, inverse_haar)
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.conv1(x, ws[:, 0], noise_mode)
         for i, block in enumerate(self.blocks):
             x = block.up(x, ws[:, 1 + 3 * i], self.haar)
             x = block.conv1(x, ws[:, 1 + 3 * i], noise_mode)
             x = block.conv2(x, ws[:, 2 + 3 * i], noise_mode)
-        return self.to_img(x, ws[:, 3 * len(self.blocks)], self.haar)
+        return self.to_img(x, ws[:, 3 * len(self.blocks)], self.haar).contiguous()
 
 
 class MobileStyleGAN(nn.Module):
