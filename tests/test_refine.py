@@ -124,3 +124,33 @@ def test_refined_mapper_edit_on_the_real_generator():
     total = [l["target"] + 3 * l["keep"] + 4 * l["outside"] + 4 * l["identity"] for l in losses]
     assert total[-1] < total[0]
     assert torch.isfinite(out).all() and not torch.equal(out, step)
+
+
+def test_outside_term_reuses_the_faces_lpips_features(tiny_stylegan2):
+    """The masked face's LPIPS features are computed once; the loss is what a plain LPIPS call gives."""
+    from stylerig_au.perceptual import LPIPS
+
+    G = tiny_stylegan2
+    torch.manual_seed(0)
+    lpips = LPIPS().eval()
+    for p in lpips.parameters():
+        p.data.normal_(0, 0.05).abs_()  # random, non-negative (LPIPS's linear heads are)
+
+    class PlainCall(torch.nn.Module):  # an LPIPS without distance_to_features: the loss recomputes both sides
+        def forward(self, x, y):
+            return lpips(x, y)
+
+    settings = RefineSettings(steps=2, lr=0.2, outside=4.0, identity=0.0, side=64)
+    ws = sample_ws(G, 2)
+    step = torch.zeros_like(ws)
+    student = tiny_student()
+    change = torch.zeros(2, len(student.aus))
+    change[:, list(student.aus).index(12)] = 2.0
+    runs = []
+    for model in (lpips, PlainCall()):
+        seen = []
+        out = EditRefiner(G, student, w_spread(G, 256), settings, lpips=model).refine(
+            ws, step, change, on_step=lambda i, l: seen.append(l))
+        runs.append((out, seen))
+    torch.testing.assert_close(runs[0][0], runs[1][0])
+    assert runs[0][1][0]["outside"] == pytest.approx(runs[1][1][0]["outside"], rel=1e-5) and runs[0][1][0]["outside"] > 0
