@@ -25,6 +25,10 @@ capacity and training); if they do not, the student-driven objective is the limi
 
     python experiments/edit_ceiling.py --mapper scal.pt --faces 3 --steps 20
 
+``--also-at 10 30`` also reads the edit after 10 and 30 steps of the same run (variants
+``optimised_10``, ``optimised_30``; ``--steps`` is then the run's length only if it is the largest),
+so one run shows how reach, drift and identity move with the number of steps.
+
 A face's results are saved as soon as it is done; rerun with ``--resume`` to continue after an
 interruption. Writes ``experiments/results/edit_ceiling_<device>.json`` and a PNG grid (for the first
 two faces run in this invocation: a row of mapper edits, then a row of optimised edits).
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=float, default=d.size)
     ap.add_argument("--colour", type=float, default=d.colour)
     ap.add_argument("--batch", type=int, default=6, help="edits optimised together")
+    ap.add_argument("--also-at", type=int, nargs="+", default=[],
+                    help="also read the edit after these step counts of the same run (variants optimised_K)")
     ap.add_argument("--resume", action="store_true", help="keep the faces already in the output's partial file")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
@@ -104,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: the mapper does not edit AU {', '.join(map(str, unknown))}; choose from {mapper.aus}", file=sys.stderr)
         return 2
+    extra = sorted(set(args.also_at) - {args.steps})
+    if any(k < 0 for k in extra):
+        print("error: --also-at step counts must be 0 or more", file=sys.stderr)
+        return 2
+    variants = (*VARIANTS, *(f"optimised_{k}" for k in extra))
     measured = list(mapper.aus)  # every AU is read, so drift is over all the others, edited or not
     m_cols = [measured.index(a) for a in aus]
     s_cols = torch.tensor([list(student.aus).index(a) for a in measured], device=device)
@@ -138,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(aus))
             continue
         base_small = F.interpolate(base, size=512, mode="area")
-        record = {v: {"openface": [], "student": [], "identity": []} for v in VARIANTS}
+        record = {v: {"openface": [], "student": [], "identity": []} for v in variants}
         record["losses"] = []
-        row_tiles = {v: [base_u8[0]] for v in VARIANTS}
+        row_tiles = {v: [base_u8[0]] for v in variants}
         for start in range(0, len(aus), args.batch):
             idx = list(range(start, min(start + args.batch, len(aus))))
             n = len(idx)
@@ -156,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             def on_step(_: int, losses: dict[str, float]) -> None:
                 record["losses"].append(losses)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "size"})
-            refined = refiner.refine(wsn, start_step, change, on_step=on_step)
-            for v, step in (("mapper", start_step), ("optimised", refined)):
+            path = refiner.refine_path(wsn, start_step, change, [args.steps, *extra], on_step=on_step)
+            steps_of = {"mapper": start_step, "optimised": path[args.steps], **{f"optimised_{k}": path[k] for k in extra}}
+            for v, step in steps_of.items():
                 with torch.no_grad():
                     img = G.synthesis(wsn + step).clamp(-1, 1)
                     record[v]["student"].extend((student_read(img) - base_student[None]).cpu().tolist())
@@ -170,20 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         done[str(seed)] = record
         atomic_write_text(partial, json.dumps({"faces": done}) + "\n")
         if len(tiles) < 2 * len(VARIANTS) * (len(aus) + 1):  # the grid shows the first 2 faces run this time
-            for v in VARIANTS:
+            for v in VARIANTS:  # the grid keeps two rows per face: the mapper's and the --steps edits
                 tiles.extend(row_tiles[v])
     bar.close()
 
     faces = sorted(done)
     summary = {}
-    print(f"{'variant':<10} {'reader':<9} {'achieved':>8} {'error':>6} {'within':>7} {'drift':>6} {'per unit':>8} {'identity':>9}")
-    for v in VARIANTS:
+    print(f"{'variant':<12} {'reader':<9} {'achieved':>8} {'error':>6} {'within':>7} {'drift':>6} {'per unit':>8} {'identity':>9}")
+    for v in (v for v in variants if all(v in done[s] for s in faces)):
         ident = np.array([done[s][v]["identity"] for s in faces], dtype=float)
         summary[v] = {}
         for reader in ("openface", "student"):
             ch = np.array([done[s][v][reader] for s in faces], dtype=float)
             s = summary[v][reader] = summarise(ch, ident, aus, measured, args.amount)
-            print(f"{v:<10} {reader:<9} {s['mean_achieved']:8.2f} {s['mean_abs_error']:6.2f} {s['within_0.5']:>4d}/{len(aus)} "
+            print(f"{v:<12} {reader:<9} {s['mean_achieved']:8.2f} {s['mean_abs_error']:6.2f} {s['within_0.5']:>4d}/{len(aus)} "
                   f"{s['mean_drift']:6.2f} {s['drift_per_unit']:8.3f} {s['mean_identity']:9.2f}")
     grid = out.with_suffix(".png")
     if tiles:
@@ -191,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper),
               "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
-              "optimisation": {**asdict(settings), "batch": args.batch},
+              "optimisation": {**asdict(settings), "batch": args.batch, "also_at": extra},
               "summary": summary, "faces": done,
               "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")

@@ -154,3 +154,21 @@ def test_outside_term_reuses_the_faces_lpips_features(tiny_stylegan2):
         runs.append((out, seen))
     torch.testing.assert_close(runs[0][0], runs[1][0])
     assert runs[0][1][0]["outside"] == pytest.approx(runs[1][1][0]["outside"], rel=1e-5) and runs[0][1][0]["outside"] > 0
+
+
+def test_refine_path_gives_each_step_count_in_one_run(tiny_stylegan2):
+    G = tiny_stylegan2
+    ws = sample_ws(G, 2)
+    step = torch.zeros_like(ws)
+    student = tiny_student()
+    change = torch.zeros(2, len(student.aus))
+    change[0, list(student.aus).index(12)] = 2.0
+    w_std = w_spread(G, 256)
+    path = EditRefiner(G, student, w_std, TINY).refine_path(ws, step, change, at=[0, 2, 4])
+    assert sorted(path) == [0, 2, 4] and torch.equal(path[0], step)
+    for k in (2, 4):
+        alone = EditRefiner(G, student, w_std, RefineSettings(steps=k, lr=TINY.lr, outside=0.0, identity=0.0, side=64))
+        torch.testing.assert_close(path[k], alone.refine(ws, step, change))
+    assert not torch.equal(path[2], path[4])
+    with pytest.raises(StylerigError, match="step counts"):
+        EditRefiner(G, student, w_std, TINY).refine_path(ws, step, change, at=[])

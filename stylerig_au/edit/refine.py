@@ -101,7 +101,7 @@ class EditRefiner:
     def refine(self, ws: torch.Tensor, step: torch.Tensor, change: torch.Tensor, slots: torch.Tensor | None = None,
                noise: dict[str, torch.Tensor] | None = None,
                on_step: Callable[[int, dict[str, float]], None] | None = None) -> torch.Tensor:
-        """The refined Δw+ float32 [N, num_ws, w_dim] of the edits ``ws + step``.
+        """The refined Δw+ float32 [N, num_ws, w_dim] of the edits ``ws + step``, after ``settings.steps`` steps.
 
         Args:
             ws: latents [N, num_ws, w_dim]; ``step``: their starting Δw+ (same shape).
@@ -110,6 +110,17 @@ class EditRefiner:
             slots: bool or float [num_ws], the W+ slots the refinement may move (default: all).
             noise: the latent's noise maps (:func:`stylerig_au.invert.render`), if it has any.
             on_step: called as on_step(step, losses) after each step, losses as floats.
+        """
+        return self.refine_path(ws, step, change, [self.settings.steps], slots, noise, on_step)[self.settings.steps]
+
+    def refine_path(self, ws: torch.Tensor, step: torch.Tensor, change: torch.Tensor, at: list[int],
+                    slots: torch.Tensor | None = None, noise: dict[str, torch.Tensor] | None = None,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[int, torch.Tensor]:
+        """The Δw+ of one refinement after each step count in ``at`` ({count: [N, num_ws, w_dim]}).
+
+        One run of ``max(at)`` steps (``settings.steps`` is not used): the Δw+ after k steps is what
+        :meth:`refine` returns with ``steps=k``, so several step counts cost one run. Other arguments as
+        in :meth:`refine`.
         """
         from stylerig_au.edit.mapper_train import MAX_INTENSITY, dlib_identity, region_mask, to_side
         from stylerig_au.invert import render
@@ -126,8 +137,12 @@ class EditRefiner:
         change = change.detach().float().to(device)
         on = change != 0
         rows = on.any(dim=1).nonzero().flatten()
-        if s.steps == 0 or rows.numel() == 0:
-            return step.clone()
+        if not at or min(at) < 0:
+            raise StylerigError(f"refine step counts must be 0 or more, got {at}")
+        total_steps = max(at)
+        snapshots: dict[int, torch.Tensor] = {}
+        if total_steps == 0 or rows.numel() == 0:
+            return {k: step.clone() for k in at}
         ws_r, step_r, change_r, on_r = ws[rows], step[rows], change[rows], on[rows]
         slot_w = torch.ones(ws.shape[1], device=device) if slots is None else slots.to(device).float()
         noise = {k: v.to(device) for k, v in (noise or {}).items()}
@@ -146,8 +161,16 @@ class EditRefiner:
                 outside_base = self.lpips.features(base * keep_mask)
         u = torch.zeros_like(step_r, requires_grad=True)
         opt = torch.optim.Adam([u], lr=s.lr)
-        bar = tqdm(total=s.steps, desc="refine edit", unit="step", leave=False, disable=not self.progress)
-        for i in range(s.steps):
+
+        def snapshot() -> torch.Tensor:
+            out = step.clone()
+            out[rows] = step_r + (u.detach() * slot_w[None, :, None] * self.w_std)
+            return out
+
+        if 0 in at:
+            snapshots[0] = step.clone()
+        bar = tqdm(total=total_steps, desc="refine edit", unit="step", leave=False, disable=not self.progress)
+        for i in range(total_steps):
             move = u * slot_w[None, :, None] * self.w_std
             edit = synth(ws_r + step_r + move)
             read = self.student(edit)
@@ -176,7 +199,7 @@ class EditRefiner:
             bar.set_postfix(target=f"{values['target']:.3f}", keep=f"{values['keep']:.3f}")
             if on_step is not None:
                 on_step(i, values)
+            if i + 1 in at:
+                snapshots[i + 1] = snapshot()
         bar.close()
-        out = step.clone()
-        out[rows] = step_r + (u.detach() * slot_w[None, :, None] * self.w_std)
-        return out
+        return snapshots
