@@ -23,7 +23,7 @@ from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, 
               help="Also write the edited aligned face here.")
 @click.option("--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="STEPS",
               help="Then refine the edit for this face with STEPS optimisation steps against the student AU "
-                   "detector: other AUs and identity move less (about 4 s a step on a CPU; 20 is a good start).")
+                   "detector: other AUs and identity move less (about 3 s a step on a CPU; 20 is a good start).")
 @common_options
 def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out: Path, face_out: Path | None,
          refine: int, **options) -> None:
