@@ -96,7 +96,10 @@ def test_edit_command_refines(setup, tmp_path, capsys):  # noqa: F811
     assert "wrote the edited aligned face" in capsys.readouterr().out
     assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(refined)))
     assert main([*base, "--refine", "-1", "--out", str(tmp_path / "bad.png")]) == 2
+    assert main([*base, "--refine-colour", "20", "--out", str(tmp_path / "bad.png")]) == 2  # without --refine
+    assert main([*base, "--refine", "1", "--refine-colour", "-1", "--out", str(tmp_path / "bad.png")]) == 2
     assert not (tmp_path / "bad.png").exists()
+    assert main([*base, "--refine", "1", "--refine-colour", "20", "--out", str(tmp_path / "colour.png")]) == 0
 
 
 @pytest.mark.slow

@@ -64,13 +64,14 @@ class Session:
 
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
-          device: str, face: int | None = None, measures: bool = False, refine: int = 0) -> Session:
+          device: str, face: int | None = None, measures: bool = False, refine: int = 0,
+          refine_colour: float = 0.0) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
-    with this many steps against the student detector (:mod:`stylerig_au.edit.refine`; 0: off); its
-    models load here too, before the inversion.
+    with this many steps against the student detector (:mod:`stylerig_au.edit.refine`; 0: off), with
+    the colour term at weight ``refine_colour``; its models load here too, before the inversion.
     """
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
@@ -110,7 +111,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
 
         student = load_student(device=device).net.eval()
         w_std = mapper.w_std if mapper is not None else w_spread(G)
-        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine), progress=True)
+        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour),
+                               progress=True)
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)
     editor.check_aus(aus_in_use)
     config = quick_config(steps, device, lr)
