@@ -23,7 +23,7 @@ from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, 
               help="Also write the edited aligned face here.")
 @click.option("--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="STEPS",
               help="Then refine the edit for this face with STEPS optimisation steps against the student AU "
-                   "detector: other AUs and identity move less (about 3 s a step on a CPU; 20 is a good start).")
+                   "detector: other AUs and identity move less (about 1.5 s a step on a CPU; 20 is a good start).")
 @click.option("--refine-colour", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="WEIGHT",
               help="With --refine: also keep the colours inside the edited region (try 20: it removes the red lips "
                    "or white beard some mouth edits get; measured on 5 faces only).")

@@ -8,7 +8,7 @@ Invert a photo once (``stylerig-au invert`` writes a latent file), then edit it 
     frames = [editor.render(record, ws=w) for w in editor.interpolate(record, presets.smile, 8)]
 
 With an :class:`~stylerig_au.edit.refine.EditRefiner` every edit is then polished for the face by a
-few optimisation steps against the student AU detector (slow: about a minute an edit on a CPU).
+few optimisation steps against the student AU detector (slow: ~30 s an edit on a CPU).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by t
   mouth edits come out with lipstick-red lips or a white beard.
 
 Each step renders the edit at full size and runs the student, LPIPS and the face network backwards:
-about 2.2 s per 1024² image per step on a 2-core CPU (batch 6), so 20 steps take ~45 s an edit there
-(the one-pass edit takes ~0.3 s). ``experiments/edit_ceiling.py`` measures what it buys with OpenFace.
+about 1.5 s a step for one 1024² edit on a 2-core CPU (~2.5 s per edit at batch 6, which is memory-bound
+there), so 20 steps take ~30 s for one edit (the one-pass edit takes ~0.3 s). ``experiments/edit_ceiling.py`` measures what it buys with OpenFace.
 """
 
 from __future__ import annotations
