@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep the faces already in the output's partial file")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
+    extra = sorted(set(args.also_at) - {args.steps})
+    if any(k < 0 for k in extra):  # checked before the models load
+        print("error: --also-at step counts must be 0 or more", file=sys.stderr)
+        return 2
 
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.student import load_student
@@ -109,10 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in aus if a not in mapper.aus]
     if unknown:
         print(f"error: the mapper does not edit AU {', '.join(map(str, unknown))}; choose from {mapper.aus}", file=sys.stderr)
-        return 2
-    extra = sorted(set(args.also_at) - {args.steps})
-    if any(k < 0 for k in extra):
-        print("error: --also-at step counts must be 0 or more", file=sys.stderr)
         return 2
     variants = (*VARIANTS, *(f"optimised_{k}" for k in extra))
     measured = list(mapper.aus)  # every AU is read, so drift is over all the others, edited or not
