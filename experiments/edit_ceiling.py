@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mapper", default=None, help="mapper file to start from (default: the bundled one)")
     ap.add_argument("--aus", type=int, nargs="+", default=None, help="AUs to edit (default: all the mapper's)")
+    ap.add_argument("--student", default=None, help="student detector the refinement runs against, and the 'student' reader (default: the bundled one)")
     d = RefineSettings()
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--lr", type=float, default=d.lr, help="Adam step size, in units of w's spread")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     G = load_generator(device=device)
     mapper = load_default_mapper(G, args.mapper, device=device)
-    student = load_student(device=device).net.eval()
+    student = load_student(args.student, device=device).net.eval()
     openface = make_detector("openface").to(device)
     aus = args.aus or list(mapper.aus)
     unknown = [a for a in aus if a not in mapper.aus]
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if tiles:
         save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
-              **describe_mapper(mapper),
+              **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
               "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
               "optimisation": {**asdict(settings), "batch": args.batch, "also_at": extra},
               "summary": summary, "faces": done,

@@ -14,13 +14,15 @@ folder, built chunk by chunk so that an interrupted run resumes where it stopped
     ``landmarks`` float32 [k, 68, 2] dlib pixel indices at the generator's resolution;
     ``face_found`` bool [k] (where False, ``aus``, ``pose`` and ``landmarks`` are NaN);
     ``images`` uint8 [k, 3, S, S]: the image, area-downsampled to ``image_size`` S.
+    Other keys (e.g. the edit of an edited-sample dataset, :mod:`stylerig_au.edited_samples`) are
+    loaded into :attr:`Samples.extra`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +49,7 @@ class Samples:
     landmarks: torch.Tensor
     face_found: torch.Tensor
     images: torch.Tensor | None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # per-sample fields beyond the standard ones
 
     def __len__(self) -> int:
         return int(self.seeds.numel())
@@ -55,7 +58,8 @@ class Samples:
         """Only the samples where a face was found and labelled."""
         keep = self.face_found
         return Samples(self.meta, self.seeds[keep], self.w[keep], self.aus[keep], self.pose[keep],
-                       self.landmarks[keep], keep[keep], None if self.images is None else self.images[keep])
+                       self.landmarks[keep], keep[keep], None if self.images is None else self.images[keep],
+                       {k: v[keep] for k, v in self.extra.items()})
 
 
 def label_images(images: np.ndarray, detector, predictor: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
@@ -106,7 +110,7 @@ def _check_meta(folder: Path, meta: dict) -> None:
     file = folder / "meta.json"
     if file.is_file():
         old = json.loads(file.read_text())
-        fixed = ("format", "generator", "psi", "seed_start", "chunk_size", "image_size", "aus")
+        fixed = ("format", "generator", "psi", "seed_start", "chunk_size", "image_size", "aus", "edits")
         diff = [k for k in fixed if old.get(k) != meta.get(k)]
         if diff:
             raise StylerigError(f"{folder} holds another dataset ({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
@@ -115,7 +119,7 @@ def _check_meta(folder: Path, meta: dict) -> None:
     atomic_write_text(file, json.dumps(meta, indent=1) + "\n")
 
 
-def _make_chunk(G, detector, seeds: list[int], psi: float, image_size: int, device: str, batch_size: int,
+def _make_chunk(G, detector, seeds: list[int], *, psi: float, image_size: int, device: str, batch_size: int,
                 on_image: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
     """Synthesise and label the samples of ``seeds``: one chunk dict in the format of the module docstring."""
     from stylerig_au.imageio import batch_to_uint8
@@ -141,9 +145,9 @@ def _make_chunk(G, detector, seeds: list[int], psi: float, image_size: int, devi
 _WORKER: dict = {}  # a build worker process's generator, detector and settings (set once by _worker_init)
 
 
-def _worker_init(G, detector, settings: dict, threads: int) -> None:
+def _worker_init(G, detector, make: Callable, settings: dict, threads: int) -> None:
     torch.set_num_threads(threads)
-    _WORKER.update(G=G, detector=detector, **settings)
+    _WORKER.update(G=G, detector=detector, make=make, settings=settings)
 
 
 def _save_chunk(path: Path, chunk: dict[str, torch.Tensor]) -> None:
@@ -155,9 +159,9 @@ def _save_chunk(path: Path, chunk: dict[str, torch.Tensor]) -> None:
 
 
 def _worker_chunk(path: str, seeds: list[int]) -> int:
-    """Make and save one chunk in a build worker process; returns its sample count."""
+    """Make and save one chunk in a build worker process; returns its seed count."""
     w = _WORKER
-    _save_chunk(Path(path), _make_chunk(w["G"], w["detector"], seeds, w["psi"], w["image_size"], "cpu", w["batch_size"]))
+    _save_chunk(Path(path), w["make"](w["G"], w["detector"], seeds, device="cpu", **w["settings"]))
     return len(seeds)
 
 
@@ -181,10 +185,23 @@ def build_samples(G, folder: str | os.PathLike, num: int, *, detector=None, psi:
     Returns:
         The folder.
     """
-    from tqdm import tqdm
-
     from stylerig_au.au.detect import make_detector
 
+    detector = detector if detector is not None else make_detector()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
+            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
+            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)"}
+    return build_chunked(G, detector, folder, num, meta, _make_chunk, {"psi": psi, "image_size": image_size, "batch_size": batch_size},
+                         device=device, workers=workers, progress=progress, log=log, desc="samples")
+
+
+def build_chunked(G, detector, folder: str | os.PathLike, num: int, meta: dict, make: Callable, settings: dict, *,
+                  device: str = "cpu", workers: int = 1, progress: bool = True, log: Callable[[str], None] | None = None,
+                  desc: str = "samples") -> Path:
+    """Make (or complete) a chunked dataset of ``num`` seeds from ``meta["seed_start"]`` in ``folder``
+    (``meta["chunk_size"]`` seeds per chunk), writing or checking ``meta.json`` first; chunks already
+    on disk are kept. ``make`` and ``settings``: as for :func:`make_chunks`. Returns the folder."""
+    chunk_size, seed_start = int(meta["chunk_size"]), int(meta["seed_start"])
     if num < 1 or chunk_size < 1:
         raise StylerigError("the dataset needs at least one sample and chunks of at least one")
     if workers < 1:
@@ -193,38 +210,45 @@ def build_samples(G, folder: str | os.PathLike, num: int, *, detector=None, psi:
         raise StylerigError(f"several build workers run on the CPU only; use one worker with --device {device}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    detector = detector if detector is not None else make_detector()
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
-            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
-            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)"}
     _check_meta(folder, meta)
     n_chunks = -(-num // chunk_size)
     todo = [i for i in range(n_chunks) if not _chunk_path(folder, i).is_file()]
     if log and len(todo) < n_chunks:
         log(f"{folder}: {n_chunks - len(todo)} of {n_chunks} chunks already made; resuming")
     seeds_of = {i: list(range(seed_start + i * chunk_size, seed_start + (i + 1) * chunk_size)) for i in todo}
-    bar = tqdm(total=len(todo) * chunk_size, desc="samples", unit="img", disable=not progress)
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for i in todo:
-                _save_chunk(_chunk_path(folder, i), _make_chunk(G, detector, seeds_of[i], psi, image_size, device, batch_size, bar.update))
-        else:
-            _build_in_workers(G, detector, folder, todo, seeds_of, workers, bar,
-                              {"psi": psi, "image_size": image_size, "batch_size": batch_size})
-    finally:
-        bar.close()
+    make_chunks(G, detector, folder, todo, seeds_of, make, settings, device=device, workers=workers, progress=progress, desc=desc)
     return folder
 
 
+def make_chunks(G, detector, folder: Path, todo: list[int], seeds_of: dict[int, list[int]], make: Callable, settings: dict, *,
+                device: str = "cpu", workers: int = 1, progress: bool = True, desc: str = "samples") -> None:
+    """Make and save the chunks ``todo`` (chunk i holds ``seeds_of[i]``), in this process or in workers.
+
+    ``make(G, detector, seeds, device=..., on_image=None, **settings)`` returns one chunk dict; it must
+    be a module-level function (the workers are spawned processes).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(len(seeds_of[i]) for i in todo), desc=desc, unit="seed", disable=not progress)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                _save_chunk(_chunk_path(folder, i), make(G, detector, seeds_of[i], device=device, on_image=bar.update, **settings))
+        else:
+            _build_in_workers(G, detector, folder, todo, seeds_of, workers, bar, make, settings)
+    finally:
+        bar.close()
+
+
 def _build_in_workers(G, detector, folder: Path, todo: list[int], seeds_of: dict[int, list[int]], workers: int,
-                      bar, settings: dict) -> None:
+                      bar, make: Callable, settings: dict) -> None:
     """Make the chunks ``todo`` in ``workers`` spawned processes, one chunk per task (each written by its worker)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, torch.get_num_threads() // workers)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(G, detector, settings, threads))
+                               initializer=_worker_init, initargs=(G, detector, make, settings, threads))
     try:
         pending = {pool.submit(_worker_chunk, str(_chunk_path(folder, i)), seeds_of[i]) for i in todo}
         while pending:
@@ -259,5 +283,6 @@ def load_samples(folder: str | os.PathLike, with_images: bool = False, limit: in
     if not parts:
         raise StylerigError(f"{folder}: the dataset has no chunks yet")
     cat = {k: torch.cat(v)[:limit] for k, v in parts.items()}
+    standard = {"seeds", "w", "aus", "pose", "landmarks", "face_found", "images"}
     return Samples(meta, cat["seeds"], cat["w"], cat["aus"], cat["pose"], cat["landmarks"],
-                   cat["face_found"].bool(), cat.get("images"))
+                   cat["face_found"].bool(), cat.get("images"), {k: v for k, v in cat.items() if k not in standard})

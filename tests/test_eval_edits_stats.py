@@ -106,3 +106,15 @@ def test_edit_ceiling_summary_reads_drift_over_every_measured_au():
     assert s["within_0.5"] == 2 and math.isclose(s["mean_abs_error"], 0.5)
     assert math.isclose(s["drift_per_unit"], (0.25 + 0.25) / 2 / 1.5)
     assert math.isclose(s["mean_identity"], 0.5) and math.isclose(s["per_au"]["4"]["identity"], 0.6)
+
+
+def test_student_change_agreement_signs_the_asked_direction():
+    script = load_script("eval_student_edits")
+    delta = np.array([[2.0, 0.0], [0.0, -1.0]])
+    openface = np.array([[1.0, 0.5], [0.2, -1.0]])
+    student = np.array([[2.0, 0.0], [0.0, -3.0]])
+    res = script.change_agreement(student, openface, delta)
+    # asked entries, signed: student (2, 3), OpenFace (1, 1)
+    assert res["asked"]["n"] == 2 and res["asked"]["ratio"] == pytest.approx(2.5)
+    assert res["asked"]["mae"] == pytest.approx(1.5) and math.isnan(res["asked"]["r"])  # OpenFace's two values are equal
+    assert res["other"]["n"] == 2 and res["other"]["mae"] == pytest.approx((0.5 + 0.2) / 2)

@@ -180,6 +180,15 @@ def test_split_by_seed_holds_out_the_last_seeds():
         split_by_seed(torch.arange(3), 1.0)
 
 
+def test_split_by_seed_keeps_rows_of_a_seed_together_and_splits_each_group():
+    seeds = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 100, 101, 102, 103, 104])
+    groups = torch.tensor([1] * 10 + [0] * 5)
+    train, held = split_by_seed(seeds, 0.2, groups)
+    assert seeds[held].tolist() == [4, 4, 104]
+    assert seeds[split_by_seed(seeds, 0.2)[1]].tolist() == [103, 104]  # one group: the last 20 % of 10 distinct seeds
+    assert (train ^ held).all()
+
+
 def test_augment_keeps_shape_range_and_is_seeded():
     x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
     a = augment(x, torch.Generator().manual_seed(1))
@@ -238,6 +247,74 @@ def test_training_learns_writes_a_loadable_student_and_resumes_identically(tmp_p
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], msg=key)
     with pytest.raises(StylerigError, match="other settings.*seed=0"):
         _train(data, tmp_path / "b.pt", epochs=3, seed=1)
+
+
+def write_fake_edited_dataset(folder, n_seeds: int = 20, side: int = 64) -> None:
+    """An edited-sample dataset: two rows per seed (face, edit), labels driven by brightness as above."""
+    write_fake_dataset(folder, n=2 * n_seeds, chunk=2 * n_seeds, side=side, seed=1)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.update(seed_start=6_000_000, chunk_size=n_seeds, edits={"mapper": "fake"})
+    (folder / "meta.json").write_text(json.dumps(meta))
+    chunk = torch.load(folder / "chunk_00000.pt", weights_only=True)
+    chunk["seeds"] = torch.arange(6_000_000, 6_000_000 + n_seeds).repeat_interleave(2)
+    chunk["face_found"][:] = True
+    chunk["aus"] = torch.nan_to_num(chunk["aus"], 1.0)
+    chunk["edited"] = torch.tensor([False, True] * n_seeds)
+    chunk["delta"] = torch.zeros(2 * n_seeds, 17)
+    chunk["delta"][1::2, 3] = 2.0
+    torch.save(chunk, folder / "chunk_00000.pt")
+
+
+def test_fine_tuning_starts_from_the_given_student_and_keeps_its_normalisation(tmp_path):
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    write_fake_dataset(data, n=40)
+    _train(data, tmp_path / "a.pt", epochs=1)
+    start = load_student(tmp_path / "a.pt").net
+    s = load_samples(data, with_images=True).valid()
+    settings = TrainSettings(epochs=1, batch=8, lr=1e-9, num_samples=len(s), input_size=32, init="a.pt")
+    info = train_student(s.images, s.aus, s.seeds, list(AU_NUMBERS), tmp_path / "b.pt", settings, tmp_path / "b.ckpt",
+                         progress=False, log=lambda m: None, init_net=start)
+    tuned = load_student(tmp_path / "b.pt").net
+    for key, value in start.state_dict().items():
+        if value.is_floating_point() and "running" not in key:  # BatchNorm statistics move in train mode
+            torch.testing.assert_close(tuned.state_dict()[key], value, atol=2e-3, rtol=1e-3, msg=key)
+    assert info["settings"]["init"] == "a.pt"
+    with pytest.raises(StylerigError, match="both the student to start from and its name"):
+        train_student(s.images, s.aus, s.seeds, list(AU_NUMBERS), tmp_path / "c.pt", settings, tmp_path / "c.ckpt",
+                      progress=False, log=lambda m: None)
+    wrong = TrainSettings(epochs=1, batch=8, num_samples=len(s), input_size=64, init="a.pt")
+    with pytest.raises(StylerigError, match="reads AU .* at 32"):
+        train_student(s.images, s.aus, s.seeds, list(AU_NUMBERS), tmp_path / "c.pt", wrong, tmp_path / "c.ckpt",
+                      progress=False, log=lambda m: None, init_net=start)
+
+
+def test_cli_train_detector_on_plain_and_edited_data_from_a_student(capsys, tmp_path):
+    torch.set_num_threads(1)
+    data, edited = tmp_path / "data", tmp_path / "edited"
+    write_fake_dataset(data, n=40)
+    write_fake_edited_dataset(edited, n_seeds=20)
+    common = ["--epochs", "1", "--batch", "8", "--input-size", "32"]
+    assert main(["train-detector", "--data", str(data), "--out", str(tmp_path / "a.pt"), *common]) == 0
+    out = tmp_path / "b.pt"
+    assert main(["train-detector", "--data", str(data), "--edited", str(edited), "--init", str(tmp_path / "a.pt"),
+                 "--out", str(out), "--lr", "3e-4", *common]) == 0
+    captured = capsys.readouterr()
+    assert f"held-out of {edited} (6 faces)" in captured.out and f"held-out of {data} (6 faces)" in captured.out
+    info = load_student(out).info
+    assert info["settings"]["init"] == str(tmp_path / "a.pt") and "edited by fake" in info["data"]
+    assert info["train_faces"] + info["heldout_faces"] == 39 + 40
+    assert main(["train-detector", "--edited", str(edited), "--out", str(tmp_path / "c.pt"), *common]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give the training data"),
+    (["--edited", "E", "--build", "10"], "--build makes plain samples"),
+    (["--data", "D", "--build-edited", "10"], "--build-edited and --edit-mapper"),
+])
+def test_cli_train_detector_data_options_are_usage_errors(capsys, tmp_path, args, message):
+    assert main(["train-detector", *args, "--out", str(tmp_path / "s.pt")]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_cli_train_detector(capsys, tmp_path):

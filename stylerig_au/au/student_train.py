@@ -50,6 +50,7 @@ class TrainSettings:
         holdout: fraction of the seeds (the last ones) kept out of training for evaluation.
         num_samples: samples read from the dataset (the first ones, in seed order).
         input_size: the student's input side.
+        init: what the weights start from: '' (random) or the description of a student (its file).
     """
 
     epochs: int = 40
@@ -60,18 +61,24 @@ class TrainSettings:
     holdout: float = 0.15
     num_samples: int = 0
     input_size: int = 128
+    init: str = ""  # the student the run starts from ('' = from scratch); fine-tuning keeps its input normalisation
 
 
-def split_by_seed(seeds: torch.Tensor, holdout: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean masks (train, held-out) of int64 [N] seeds: the held-out set is the last ``holdout`` fraction of seeds."""
+def split_by_seed(seeds: torch.Tensor, holdout: float, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks (train, held-out) of int64 [N] seeds: the held-out set is the last ``holdout``
+    fraction of the distinct seeds (rows that share a seed stay together), taken within each group of
+    int64 [N] ``groups`` (e.g. one per dataset) when given."""
     if not 0.0 < holdout < 1.0:
         raise StylerigError(f"the held-out fraction must be between 0 and 1, got {holdout}")
-    order = torch.argsort(seeds)
-    n_hold = max(1, int(round(holdout * len(seeds))))
-    if n_hold >= len(seeds):
-        raise StylerigError(f"{len(seeds)} samples are too few to hold out {holdout:.0%} and still train")
     held = torch.zeros(len(seeds), dtype=torch.bool)
-    held[order[len(seeds) - n_hold:]] = True
+    groups = torch.zeros_like(seeds) if groups is None else groups
+    for g in torch.unique(groups):
+        rows = groups == g
+        distinct = torch.unique(seeds[rows])  # sorted
+        n_hold = max(1, int(round(holdout * len(distinct))))
+        if n_hold >= len(distinct):
+            raise StylerigError(f"{len(distinct)} samples are too few to hold out {holdout:.0%} and still train")
+        held |= rows & (seeds >= distinct[len(distinct) - n_hold])
     return ~held, held
 
 
@@ -188,6 +195,9 @@ def train_student(
     progress: bool = True,
     log: Callable[[str], None] = print,
     data_note: str = "",
+    groups: torch.Tensor | None = None,
+    group_names: list[str] | None = None,
+    init_net: StudentAUNet | None = None,
 ) -> dict:
     """Train (or resume training) a student on labelled aligned faces and write it to ``out``.
 
@@ -198,8 +208,13 @@ def train_student(
         out: the student file to write (see :func:`~stylerig_au.au.student.save_student`).
         settings: the run's settings; ``checkpoint``: the resumable training state.
         data_note: where the data came from (recorded in the file's ``info``).
+        groups: int64 [N] dataset index of each row (the held-out split is taken within each; default
+            one dataset); ``group_names``: their names, for the per-dataset held-out agreement.
+        init_net: a student to start from (fine-tuning: its weights and input normalisation); its
+            config must match ``aus`` and ``settings.input_size``, and ``settings.init`` name it.
     Returns:
-        The ``info`` written with the student: settings, split, per-epoch history, held-out agreement.
+        The ``info`` written with the student: settings, split, per-epoch history, held-out agreement
+        (all held-out rows, and ``heldout_by_data`` per dataset when there are several).
     """
     from tqdm import tqdm
 
@@ -209,7 +224,9 @@ def train_student(
         raise StylerigError("training data: expected uint8 images [N, 3, H, H] with one label row and one seed each")
     if labels.shape[1] != len(aus) or not torch.isfinite(labels).all():
         raise StylerigError(f"training data: labels must be finite, {len(aus)} per face")
-    train_mask, held_mask = split_by_seed(seeds, settings.holdout)
+    if (init_net is None) != (not settings.init):
+        raise StylerigError("a fine-tuning run needs both the student to start from and its name in the settings")
+    train_mask, held_mask = split_by_seed(seeds, settings.holdout, groups)
     n_train = int(train_mask.sum())
     if n_train < settings.batch:
         raise StylerigError(f"only {n_train} training faces for batches of {settings.batch}; build more samples or use a smaller --batch")
@@ -218,9 +235,16 @@ def train_student(
 
     torch.manual_seed(settings.seed)
     net = StudentAUNet(StudentConfig(aus=tuple(aus), input_size=settings.input_size))
-    mean, std = _crop_stats(net, tr_images)
-    net.mean.copy_(mean)
-    net.std.copy_(std)
+    if init_net is not None:
+        if list(init_net.aus) != list(aus) or init_net.config.input_size != settings.input_size:
+            raise StylerigError(f"the student to start from reads AU {', '.join(map(str, init_net.aus))} at "
+                                f"{init_net.config.input_size}², not the data's AUs at {settings.input_size}²")
+        net = StudentAUNet(init_net.config)
+        net.load_state_dict(init_net.state_dict())
+    else:
+        mean, std = _crop_stats(net, tr_images)
+        net.mean.copy_(mean)
+        net.std.copy_(std)
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     label_std = tr_labels.std(0)
@@ -271,10 +295,16 @@ def train_student(
             torch.save(state, tmp)
         log(f"epoch {epoch + 1}/{settings.epochs}: train loss {total / count:.4f}, held-out mean r {held['mean_r']:.3f}, MAE {held['mean_mae']:.3f}")
 
-    held = agreement(predict_uint8(net, ho_images), ho_labels.numpy(), aus)
+    ho_pred = predict_uint8(net, ho_images)
+    held = agreement(ho_pred, ho_labels.numpy(), aus)
     info = {"settings": asdict(settings), "data": data_note, "train_faces": n_train, "heldout_faces": int(held_mask.sum()),
             "heldout_seeds": [int(seeds[held_mask].min()), int(seeds[held_mask].max())],
             "labels": "OpenFace 2.2 static AU intensities (stylerig_au estimator, dlib landmarks)",
             "history": history, "heldout": held}
+    if groups is not None and len(torch.unique(groups)) > 1:
+        ho_groups = groups[held_mask]
+        names = group_names or [str(int(g)) for g in torch.unique(groups)]
+        info["heldout_by_data"] = {names[int(g)]: agreement(ho_pred[(ho_groups == g).numpy()], ho_labels[ho_groups == g].numpy(), aus)
+                                   for g in torch.unique(groups)}
     save_student(net.cpu(), out, info)
     return info

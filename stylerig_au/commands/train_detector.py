@@ -1,7 +1,11 @@
-"""``stylerig-au train-detector --data DIR [--build N] --out FILE``: distil the student AU detector.
+"""``stylerig-au train-detector --data DIR [--build N] [--edited DIR2 --build-edited M] [--init FILE] --out FILE``.
 
-With ``--build N`` the AU sample dataset in DIR is first made or extended to N samples (resumable,
-:func:`stylerig_au.samples.build_samples`). Training then resumes from ``<out>.train-state.pt`` when
+Distils the student AU detector from OpenFace labels. With ``--build N`` the AU sample dataset in DIR
+is first made or extended to N samples (resumable, :func:`stylerig_au.samples.build_samples`); with
+``--edited DIR2 --build-edited M`` a dataset of M faces and their AU-mapper edits, all labelled by
+OpenFace (:mod:`stylerig_au.edited_samples`), is made or extended too and trained on beside it, so the
+student also learns to read the kind of images edits produce. ``--init FILE`` fine-tunes an existing
+student instead of starting from random weights. Training resumes from ``<out>.train-state.pt`` when
 that checkpoint exists (same settings), writes it after every epoch and writes the student to --out.
 """
 
@@ -20,8 +24,14 @@ def checkpoint_path(out: Path) -> Path:
 
 
 @click.command(name="train-detector")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="AU sample dataset folder (made by --build or learn-directions).")
-@click.option("--build", type=click.IntRange(1), default=None, help="First make or extend the dataset to this many samples (resumable; ~1 s per sample on a CPU).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="AU sample dataset folder (made by --build or learn-directions).")
+@click.option("--build", type=click.IntRange(1), default=None, help="First make or extend the dataset to this many samples (resumable; ~0.3-1 s per sample on a CPU).")
+@click.option("--edited", "edited_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also train on this dataset of faces and their AU-mapper edits (two rows per seed, both labelled by OpenFace).")
+@click.option("--build-edited", type=click.IntRange(1), default=None, help="First make or extend the --edited dataset to this many faces (resumable; two images each).")
+@click.option("--edit-mapper", type=click.Path(dir_okay=False, path_type=Path), default=None, help="AU mapper that makes the --build-edited edits [default: the bundled one].")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fine-tune this student (weights and input normalisation) instead of starting from random weights; use a lower --lr, e.g. 3e-4.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
 @click.option("--build-workers", default=1, show_default=True, type=click.IntRange(1), help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(1), help="Passes over the training split.")
@@ -34,7 +44,8 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator for --build.")
-def train_detector(data_dir: Path, build: int | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
+def train_detector(data_dir: Path | None, build: int | None, edited_dir: Path | None, build_edited: int | None, edit_mapper: Path | None,
+                   init_path: Path | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
                    holdout: float, input_size: int, seed: int, device: str, threads: int | None, generator_spec: str) -> None:
     """Train the fast, differentiable student AU detector on OpenFace-labelled generator faces."""
     import torch
@@ -42,28 +53,62 @@ def train_detector(data_dir: Path, build: int | None, build_workers: int, out: P
     from stylerig_au.au.student_train import TrainSettings, train_student
     from stylerig_au.samples import build_samples, load_samples
 
+    if data_dir is None and edited_dir is None:
+        raise click.UsageError("give the training data: --data DIR (plain samples) and/or --edited DIR (edited samples)")
+    if build and data_dir is None:
+        raise click.UsageError("--build makes plain samples in the --data folder; give --data DIR")
+    if (build_edited or edit_mapper) and edited_dir is None:
+        raise click.UsageError("--build-edited and --edit-mapper make edited samples in the --edited folder; give --edited DIR")
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    if build:
+    init_net = None
+    if init_path is not None:
+        from stylerig_au.au.student import load_student
+
+        init_net = load_student(init_path).net
+    if build or build_edited:
         from stylerig_au.models import load_generator
 
         G = load_generator(generator_spec, device=device)
-        build_samples(G, data_dir, build, device=device, workers=build_workers, log=log)
+        if build:
+            build_samples(G, data_dir, build, device=device, workers=build_workers, log=log)
+        if build_edited:
+            from stylerig_au.edit.mapper import load_default_mapper
+            from stylerig_au.edited_samples import build_edited_samples
+
+            mapper = load_default_mapper(G, edit_mapper, device=device)
+            build_edited_samples(G, mapper, edited_dir, build_edited, mapper_name=str(edit_mapper or f"bundled au-mapper-{G.name}"),
+                                 device=device, workers=build_workers, log=log)
         del G
-    if not build and not (data_dir / "meta.json").is_file():
-        raise StylerigError(f"{data_dir}: no AU sample dataset here; make one with --build N (e.g. --build 2000, ~1 s per sample on a CPU)")
-    samples = load_samples(data_dir, with_images=True, limit=limit)
-    if samples.images is None:
-        raise StylerigError(f"{data_dir}: the dataset holds no images (needed to train); rebuild it with --build")
-    n_loaded = len(samples)
-    valid = samples.valid()
-    log(f"{data_dir}: {n_loaded} samples, {len(valid)} with a labelled face")
-    settings = TrainSettings(epochs=epochs, batch=batch, lr=lr, seed=seed, holdout=holdout, num_samples=n_loaded, input_size=input_size)
+    sets = []
+    for folder, how in ((data_dir, "--build N"), (edited_dir, "--build-edited N")):
+        if folder is None:
+            continue
+        if not (folder / "meta.json").is_file():
+            raise StylerigError(f"{folder}: no AU sample dataset here; make one with {how} (e.g. 2000, ~0.3-1 s per sample on a CPU)")
+        samples = load_samples(folder, with_images=True, limit=limit)
+        if samples.images is None:
+            raise StylerigError(f"{folder}: the dataset holds no images (needed to train); rebuild it with {how}")
+        log(f"{folder}: {len(samples)} samples, {int(samples.face_found.sum())} with a labelled face")
+        sets.append((folder, samples))
+    aus = list(sets[0][1].meta["aus"])
+    if any(list(s.meta["aus"]) != aus for _, s in sets):
+        raise StylerigError("the --data and --edited datasets label different AUs; build both with the same OpenFace estimator")
+    valid = [s.valid() for _, s in sets]
+    n_loaded = sum(len(s) for _, s in sets)
+    settings = TrainSettings(epochs=epochs, batch=batch, lr=lr, seed=seed, holdout=holdout, num_samples=n_loaded, input_size=input_size,
+                             init=str(init_path) if init_path else "")
     ckpt = checkpoint_path(out)
-    info = train_student(valid.images, valid.aus, valid.seeds, list(samples.meta["aus"]), out, settings, ckpt, device=device, log=log,
-                         data_note=f"{data_dir} ({samples.meta.get('generator')}, psi={samples.meta.get('psi')}, first {n_loaded} samples)")
+    note = "; ".join(f"{folder} ({s.meta.get('generator')}, psi={s.meta.get('psi')}, first {len(s)} samples"
+                     + (f", edited by {s.meta['edits'].get('mapper')}" if s.meta.get("edits") else "") + ")" for folder, s in sets)
+    info = train_student(torch.cat([v.images for v in valid]), torch.cat([v.aus for v in valid]), torch.cat([v.seeds for v in valid]),
+                         aus, out, settings, ckpt, device=device, log=log, data_note=note, init_net=init_net,
+                         groups=torch.cat([torch.full((len(v),), i, dtype=torch.int64) for i, v in enumerate(valid)]),
+                         group_names=[str(folder) for folder, _ in sets])
     held = info["heldout"]
     click.echo(f"wrote {out}: held-out ({held['n']} faces) mean r {held['mean_r']:.3f}, mean MAE {held['mean_mae']:.3f}; checkpoint {ckpt}")
+    for name, part in info.get("heldout_by_data", {}).items():
+        click.echo(f"  held-out of {name} ({part['n']} faces): mean r {part['mean_r']:.3f}, mean MAE {part['mean_mae']:.3f}")

@@ -1,0 +1,151 @@
+"""AU-labelled *edited* generator samples: the faces an AU editor produces, labelled by OpenFace.
+
+The student AU detector is distilled from OpenFace on plain generator samples (:mod:`stylerig_au.samples`).
+The edits it supervises (the mapper's, and above all the per-face refinement's) leave that
+distribution: large requests, unusual AU combinations, the artefacts edits bring (red lips, beards,
+glasses), and images an optimiser pushed to satisfy the student. Where the student reads such images
+differently from OpenFace, an edit trained or refined against it can satisfy the student without
+moving OpenFace. This dataset puts edited faces into the student's training data.
+
+For every seed, two rows: the plain sample (w = mapping(z, psi), repeated over W+) and the same face
+edited by the AU mapper with a random request: 1..``max_aus`` AUs, magnitudes uniform in
+[``delta_min``, ``delta_max``], a ``negative`` share of them lowered, all multiplied by one gain drawn
+uniformly from [``gain_min``, ``gain_max``] (gains above 1 reach the larger edits that calibrated
+mappers and the refinement make). The request depends only on the seed, so a dataset is the same
+whatever its chunking or number of workers. OpenFace labels both images (dlib landmarks on the 1024²
+image), exactly as for plain samples.
+
+Same folder format as :mod:`stylerig_au.samples` (so :func:`~stylerig_au.samples.load_samples` reads it
+and ``train-detector --data`` trains on it), with ``meta["edits"]`` describing the edits, two rows per
+seed (``seeds`` repeated; a held-out split by seed keeps each pair together) and two extra per-row fields:
+``edited`` bool [k] and ``delta`` float32 [k, 17], the mapper's input (request × gain; zeros on plain rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylerig_au.errors import StylerigError
+
+EDITED_SEED_START = 6_000_000  # disjoint from the direction samples (0+), probes (1,000,000+), held-out faces (2,000,000+), mapper training (3,000,000 + k x 10,000,000)
+
+
+@dataclass(frozen=True)
+class EditRequests:
+    """How the random edit of each seed is drawn (see the module docstring)."""
+
+    max_aus: int = 2
+    delta_min: float = 0.5
+    delta_max: float = 3.0
+    negative: float = 0.2
+    gain_min: float = 1.0
+    gain_max: float = 2.5
+
+    def check(self) -> None:
+        if self.max_aus < 1:
+            raise StylerigError(f"edited samples need at least one AU per edit, got max_aus={self.max_aus}")
+        if not 0 < self.delta_min <= self.delta_max:
+            raise StylerigError(f"need 0 < delta_min <= delta_max, got {self.delta_min}, {self.delta_max}")
+        if not 0 < self.gain_min <= self.gain_max:
+            raise StylerigError(f"need 0 < gain_min <= gain_max, got {self.gain_min}, {self.gain_max}")
+        if not 0 <= self.negative <= 1:
+            raise StylerigError(f"the share of lowered AUs must be in [0, 1], got {self.negative}")
+
+
+def edit_request(seed: int, num_aus: int, r: EditRequests) -> torch.Tensor:
+    """The mapper input of ``seed``'s edit: float32 [num_aus], request × gain, 1..max_aus non-zero entries."""
+    gen = torch.Generator().manual_seed(int(seed))
+    k = int(torch.randint(1, min(r.max_aus, num_aus) + 1, (1,), generator=gen))
+    picks = torch.randperm(num_aus, generator=gen)[:k]
+    mags = r.delta_min + (r.delta_max - r.delta_min) * torch.rand(k, generator=gen)
+    signs = torch.where(torch.rand(k, generator=gen) < r.negative, -1.0, 1.0)
+    gain = r.gain_min + (r.gain_max - r.gain_min) * float(torch.rand(1, generator=gen))
+    delta = torch.zeros(num_aus)
+    delta[picks] = mags * signs * gain
+    return delta
+
+
+def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditRequests, psi: float, image_size: int,
+                       device: str, on_image: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Synthesise, edit and label the samples of ``seeds``: a chunk dict with rows (plain, edited) per seed."""
+    from stylerig_au.imageio import batch_to_uint8
+    from stylerig_au.models import seed_to_z
+    from stylerig_au.samples import label_images
+
+    ws_all, deltas, big, small = [], [], [], []
+    mapper = mapper.to(device).eval()
+    with torch.no_grad():
+        for seed in seeds:
+            w = G.mapping(seed_to_z(seed, G.z_dim).to(device), psi=psi)
+            ws = w[:, None].repeat(1, G.num_ws, 1)
+            delta = edit_request(seed, len(mapper.aus), requests)
+            edited = ws + mapper(ws, delta[None].to(device)).to(ws.dtype)
+            img = G.synthesis(torch.cat([ws, edited])).clamp(-1, 1)
+            big.extend(batch_to_uint8(img))
+            small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
+                         .round().clamp(0, 255).to(torch.uint8).cpu())
+            ws_all.append(w.float().cpu().repeat(2, 1))
+            deltas.append(torch.stack([torch.zeros_like(delta), delta]))
+            if on_image:
+                on_image(1)
+    labels = label_images(np.stack(big), detector)
+    return {"seeds": torch.tensor(seeds, dtype=torch.int64).repeat_interleave(2), "w": torch.cat(ws_all),
+            "images": torch.cat(small), "edited": torch.tensor([False, True] * len(seeds)), "delta": torch.cat(deltas),
+            **{k: torch.from_numpy(v) for k, v in labels.items()}}
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapper_name: str,
+                         requests: EditRequests = EditRequests(), detector=None, psi: float = 0.8,
+                         seed_start: int = EDITED_SEED_START, chunk_size: int = 16, image_size: int = 256,
+                         device: str = "cpu", workers: int = 1, progress: bool = True,
+                         log: Callable[[str], None] | None = None) -> Path:
+    """Make (or complete) a dataset of ``num`` seeds (2 × ``num`` rows) of plain and mapper-edited faces.
+
+    Resumable like :func:`~stylerig_au.samples.build_samples` (finished chunks are kept; a rerun with
+    other settings, or another mapper, is refused). Each chunk is written atomically.
+
+    Args:
+        G: the generator; ``mapper``: an :class:`~stylerig_au.edit.mapper.AUMapper` for it (its input
+            gains apply on top of the request's gain).
+        mapper_name: what the mapper is (a file path, whose sha256 is recorded, or a name), for ``meta.json``.
+        requests: how each seed's edit is drawn; ``detector``: OpenFace estimator (default: the registry's).
+        workers: CPU processes side by side (as for plain samples).
+    Returns:
+        The folder.
+    """
+    from stylerig_au.au.detect import make_detector
+    from stylerig_au.samples import FORMAT, FORMAT_VERSION, build_chunked
+
+    requests.check()
+    detector = detector if detector is not None else make_detector()
+    if list(mapper.aus) != list(detector.aus):
+        raise StylerigError(f"the mapper edits AU {', '.join(map(str, mapper.aus))}, but the labels cover "
+                            f"AU {', '.join(map(str, detector.aus))}; use a mapper for all of them")
+    source = str(mapper_name)
+    if Path(source).is_file():
+        source = f"{Path(source).name} (sha256 {_file_sha256(source)})"
+    gains = [round(float(g), 6) for g in mapper.input_gain.cpu()]
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
+            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
+            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)",
+            "edits": {"mapper": source, "mapper_input_gains": gains, **asdict(requests)},
+            "rows": "two per seed: the plain sample, then its edit ('edited', 'delta')"}
+    settings = {"mapper": mapper.cpu(), "requests": requests, "psi": psi, "image_size": image_size}
+    return build_chunked(G, detector, folder, num, meta, _make_edited_chunk, settings, device=device, workers=workers,
+                         progress=progress, log=log, desc="edited samples")

@@ -1,0 +1,97 @@
+"""Edited-sample datasets: a face and its mapper edit per seed, seeded requests, workers, resume, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylerig_au.au.vocab import AU_NUMBERS
+from stylerig_au.edit.mapper import AUMapper, MapperConfig
+from stylerig_au.edited_samples import EditRequests, build_edited_samples, edit_request
+from stylerig_au.errors import StylerigError
+from stylerig_au.samples import build_samples, load_samples
+
+
+class NoFaceDetector:
+    """Stands in for the OpenFace estimator: a tiny generator's 32² images hold no face dlib can find."""
+
+    aus = list(AU_NUMBERS)
+
+
+def tiny_mapper(G, seed: int = 0) -> AUMapper:
+    """A mapper over all 17 AUs whose linear part moves every slot visibly."""
+    torch.manual_seed(seed)
+    mapper = AUMapper(MapperConfig(aus=tuple(AU_NUMBERS), num_ws=G.num_ws, w_dim=G.w_dim, slots=tuple(range(G.num_ws))))
+    with torch.no_grad():
+        mapper.linear.normal_(0, 0.3)
+    return mapper.eval()
+
+
+def _build(G, mapper, folder, workers: int = 1, num: int = 4, **kw):
+    return build_edited_samples(G, mapper, folder, num, mapper_name="tiny", detector=NoFaceDetector(), chunk_size=2,
+                                image_size=16, workers=workers, progress=False, **kw)
+
+
+def test_edit_requests_are_seeded_and_in_range():
+    r = EditRequests(max_aus=3, delta_min=0.5, delta_max=2.0, negative=0.5, gain_min=1.0, gain_max=2.0)
+    seen_counts, seen_signs = set(), set()
+    for seed in range(60):
+        d = edit_request(seed, 17, r)
+        assert torch.equal(d, edit_request(seed, 17, r))
+        nz = d[d != 0]
+        assert 1 <= len(nz) <= 3 and ((nz.abs() >= 0.5 - 1e-6) & (nz.abs() <= 4.0 + 1e-6)).all()
+        seen_counts.add(len(nz))
+        seen_signs.update(torch.sign(nz).tolist())
+    assert seen_counts == {1, 2, 3} and seen_signs == {-1.0, 1.0}
+    assert not torch.equal(edit_request(0, 17, r), edit_request(1, 17, r))
+
+
+@pytest.mark.parametrize("bad", [dict(max_aus=0), dict(delta_min=0.0), dict(delta_min=3.0, delta_max=2.0),
+                                 dict(gain_min=2.0, gain_max=1.0), dict(negative=1.5)])
+def test_bad_requests_are_user_errors(bad):
+    with pytest.raises(StylerigError):
+        EditRequests(**bad).check()
+
+
+def test_rows_pair_each_face_with_its_edit(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    mapper = tiny_mapper(G)
+    data = load_samples(_build(G, mapper, tmp_path / "e", seed_start=100), with_images=True)
+    assert data.seeds.tolist() == [100, 100, 101, 101, 102, 102, 103, 103]
+    assert data.extra["edited"].tolist() == [False, True] * 4
+    delta = data.extra["delta"]
+    assert delta.shape == (8, 17) and (delta[0::2] == 0).all() and ((delta[1::2] != 0).sum(1) >= 1).all()
+    for row, seed in zip(range(1, 8, 2), range(100, 104)):
+        torch.testing.assert_close(delta[row], edit_request(seed, 17, EditRequests()))
+    # the plain row is exactly what build_samples makes for that seed; the edit changes the image
+    plain = load_samples(build_samples(G, tmp_path / "p", 4, seed_start=100, detector=NoFaceDetector(), chunk_size=2,
+                                       image_size=16, progress=False), with_images=True)
+    assert (data.images[0::2].int() - plain.images.int()).abs().max() <= 1
+    torch.testing.assert_close(data.w[0::2], plain.w)
+    assert (data.images[1::2].float() - data.images[0::2].float()).abs().mean() > 1.0
+    assert data.meta["edits"]["mapper"] == "tiny" and data.meta["edits"]["gain_max"] == 2.5
+    assert not data.face_found.any() and len(data.valid()) == 0 and data.valid().extra["delta"].shape == (0, 17)
+
+
+def test_workers_resume_and_other_settings_are_refused(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    mapper = tiny_mapper(G)
+    one = load_samples(_build(G, mapper, tmp_path / "one"), with_images=True)
+    two_dir = _build(G, mapper, tmp_path / "two", workers=2)
+    two = load_samples(two_dir, with_images=True)
+    assert one.seeds.tolist() == two.seeds.tolist()
+    torch.testing.assert_close(one.extra["delta"], two.extra["delta"])
+    assert (one.images.int() - two.images.int()).abs().max() <= 1
+    (two_dir / "chunk_00001.pt").unlink()
+    _build(G, mapper, two_dir, num=6)  # remakes chunk 1, adds chunk 2
+    assert load_samples(two_dir).seeds.tolist() == [s for s in range(6_000_000, 6_000_006) for _ in range(2)]
+    with pytest.raises(StylerigError, match="holds another dataset.*edits"):
+        _build(G, mapper, two_dir, requests=EditRequests(gain_max=2.0))
+
+
+def test_mapper_must_cover_the_labelled_aus(tiny_stylegan2, tmp_path):
+    G = tiny_stylegan2
+    partial = AUMapper(MapperConfig(aus=(6, 12), num_ws=G.num_ws, w_dim=G.w_dim, slots=(0, 1)))
+    with pytest.raises(StylerigError, match="use a mapper for all of them"):
+        _build(G, partial, tmp_path / "e")
+    assert not (tmp_path / "e").exists()
