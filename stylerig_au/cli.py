@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "edit": ("edit", "edit", "Edit the Action Units of a photo (pasted back) or a latent file."),
     "animate": ("animate", "animate", "Animate an AU edit of a photo or latent file as a GIF (or MP4)."),
     "sweep": ("sweep", "sweep", "Grid of a face with several AUs (rows) at several intensities (columns)."),
+    "edited-samples": ("edited_samples", "edited_samples", "Make OpenFace-labelled faces and their AU-mapper (or refined) edits, to train the student on."),
     "train-detector": ("train_detector", "train_detector", "Train the fast differentiable student AU detector (distilled from OpenFace)."),
     "evaluate": ("evaluate", "evaluate", "Measure AU edits: target vs achieved, drift, identity, background, pose, speed."),
     "train-mapper": ("train_mapper", "train_mapper", "Train the AU-conditioned mapper M(w+, ΔAU) -> Δw+ (student-supervised; torchrun-ready)."),

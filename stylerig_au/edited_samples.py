@@ -15,10 +15,18 @@ mappers and the refinement make). The request depends only on the seed, so a dat
 whatever its chunking or number of workers. OpenFace labels both images (dlib landmarks on the 1024²
 image), exactly as for plain samples.
 
+With ``refine_at`` (e.g. ``(4, 8, 12)``) each edit is also refined for its face against a student
+detector (:class:`~stylerig_au.edit.refine.EditRefiner`, what ``edit --refine`` does) and the edit is
+stored after each of those step counts instead of the mapper's one-pass edit (0 in ``refine_at``
+keeps that one too): the images an optimisation against that student produces, which are where a
+student is exploited, labelled by OpenFace. One refinement of ``max(refine_at)`` steps gives them all.
+
 Same folder format as :mod:`stylerig_au.samples` (so :func:`~stylerig_au.samples.load_samples` reads it
-and ``train-detector --data`` trains on it), with ``meta["edits"]`` describing the edits, two rows per
-seed (``seeds`` repeated; a held-out split by seed keeps each pair together) and two extra per-row fields:
-``edited`` bool [k] and ``delta`` float32 [k, 17], the mapper's input (request × gain; zeros on plain rows).
+and ``train-detector --data`` trains on it), with ``meta["edits"]`` describing the edits, rows per seed
+(``seeds`` repeated; a held-out split by seed keeps them together): the plain face, then its edit(s),
+and three extra per-row fields: ``edited`` bool [k], ``delta`` float32 [k, 17], the mapper's input
+(request × gain; zeros on plain rows), and ``refine_steps`` int64 [k] (the refinement steps behind the
+edit; 0 for the mapper's edit, -1 on plain rows).
 """
 
 from __future__ import annotations
@@ -73,49 +81,79 @@ def edit_request(seed: int, num_aus: int, r: EditRequests) -> torch.Tensor:
     return delta
 
 
+_REFINERS: dict = {}  # one EditRefiner per (process, student): LPIPS and the face network load once
+
+
+def _refiner(G, student, w_std: torch.Tensor, settings):
+    from stylerig_au.edit.refine import EditRefiner
+
+    key = (id(G), id(student), settings)
+    if key not in _REFINERS:
+        _REFINERS.clear()
+        _REFINERS[key] = EditRefiner(G, student.eval(), w_std, settings)
+    return _REFINERS[key]
+
+
 def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditRequests, psi: float, image_size: int,
-                       device: str, on_image: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
-    """Synthesise, edit and label the samples of ``seeds``: a chunk dict with rows (plain, edited) per seed."""
+                       device: str, refine_at: tuple[int, ...] = (), refine_student=None, refine_settings=None,
+                       on_image: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Synthesise, edit (and refine) and label the samples of ``seeds``: a chunk dict with rows
+    (plain, edit per entry of ``refine_at`` or the mapper's edit) per seed."""
     from stylerig_au.imageio import batch_to_uint8
     from stylerig_au.models import seed_to_z
     from stylerig_au.samples import label_images
 
-    ws_all, deltas, big, small = [], [], [], []
+    ws_all, deltas, steps_of, big, small = [], [], [], [], []
     mapper = mapper.to(device).eval()
-    with torch.no_grad():
-        for seed in seeds:
+    refiner = _refiner(G, refine_student.to(device), mapper.w_std, refine_settings) if refine_at else None
+    for seed in seeds:
+        with torch.no_grad():
             w = G.mapping(seed_to_z(seed, G.z_dim).to(device), psi=psi)
             ws = w[:, None].repeat(1, G.num_ws, 1)
             delta = edit_request(seed, len(mapper.aus), requests)
-            edited = ws + mapper(ws, delta[None].to(device)).to(ws.dtype)
-            img = G.synthesis(torch.cat([ws, edited])).clamp(-1, 1)
-            big.extend(batch_to_uint8(img))
-            small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
-                         .round().clamp(0, 255).to(torch.uint8).cpu())
-            ws_all.append(w.float().cpu().repeat(2, 1))
-            deltas.append(torch.stack([torch.zeros_like(delta), delta]))
-            if on_image:
-                on_image(1)
+            step = mapper(ws, delta[None].to(device)).to(ws.dtype)
+        if refiner is None:
+            edits, counts = [ws + step], [0]
+        else:
+            change = delta[None].to(device)[:, [mapper.aus.index(a) for a in refiner.aus]]
+            path = refiner.refine_path(ws, step, change, list(refine_at))
+            counts = list(refine_at)
+            edits = [ws + path[k].to(ws.dtype) for k in counts]
+        with torch.no_grad():
+            img = G.synthesis(torch.cat([ws, *edits])).clamp(-1, 1)
+        big.extend(batch_to_uint8(img))
+        small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
+                     .round().clamp(0, 255).to(torch.uint8).cpu())
+        ws_all.append(w.float().cpu().repeat(1 + len(edits), 1))
+        deltas.append(torch.stack([torch.zeros_like(delta), *[delta] * len(edits)]))
+        steps_of.extend([-1, *counts])
+        if on_image:
+            on_image(1)
     labels = label_images(np.stack(big), detector)
-    return {"seeds": torch.tensor(seeds, dtype=torch.int64).repeat_interleave(2), "w": torch.cat(ws_all),
-            "images": torch.cat(small), "edited": torch.tensor([False, True] * len(seeds)), "delta": torch.cat(deltas),
-            **{k: torch.from_numpy(v) for k, v in labels.items()}}
+    per_seed = len(steps_of) // len(seeds)
+    return {"seeds": torch.tensor(seeds, dtype=torch.int64).repeat_interleave(per_seed), "w": torch.cat(ws_all),
+            "images": torch.cat(small), "edited": torch.tensor(steps_of) >= 0, "delta": torch.cat(deltas),
+            "refine_steps": torch.tensor(steps_of, dtype=torch.int64), **{k: torch.from_numpy(v) for k, v in labels.items()}}
 
 
-def _file_sha256(path: str | os.PathLike) -> str:
+def _describe(name: str | os.PathLike) -> str:
+    """``name``, or for an existing file its file name and sha256."""
+    if not Path(name).is_file():
+        return str(name)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(name, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return f"{Path(name).name} (sha256 {digest.hexdigest()})"
 
 
 def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapper_name: str,
                          requests: EditRequests = EditRequests(), detector=None, psi: float = 0.8,
                          seed_start: int = EDITED_SEED_START, chunk_size: int = 16, image_size: int = 256,
                          device: str = "cpu", workers: int = 1, progress: bool = True,
-                         log: Callable[[str], None] | None = None) -> Path:
-    """Make (or complete) a dataset of ``num`` seeds (2 × ``num`` rows) of plain and mapper-edited faces.
+                         refine_at: tuple[int, ...] = (), refine_student=None, refine_student_name: str = "",
+                         refine_settings=None, log: Callable[[str], None] | None = None) -> Path:
+    """Make (or complete) a dataset of ``num`` seeds of plain and mapper-edited (or refined) faces.
 
     Resumable like :func:`~stylerig_au.samples.build_samples` (finished chunks are kept; a rerun with
     other settings, or another mapper, is refused). Each chunk is written atomically.
@@ -126,26 +164,38 @@ def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapp
         mapper_name: what the mapper is (a file path, whose sha256 is recorded, or a name), for ``meta.json``.
         requests: how each seed's edit is drawn; ``detector``: OpenFace estimator (default: the registry's).
         workers: CPU processes side by side (as for plain samples).
+        refine_at: step counts after which a refined edit is stored (empty: the mapper's edit only);
+            ``refine_student``: the :class:`~stylerig_au.au.student.StudentAUNet` it refines against,
+            ``refine_student_name`` what it is (a file: its sha256 is recorded); ``refine_settings``:
+            :class:`~stylerig_au.edit.refine.RefineSettings` (default: the defaults; ``steps`` is unused).
     Returns:
         The folder.
     """
     from stylerig_au.au.detect import make_detector
     from stylerig_au.samples import FORMAT, FORMAT_VERSION, build_chunked
 
+    from stylerig_au.edit.refine import RefineSettings
+
     requests.check()
+    refine_at = tuple(int(k) for k in refine_at)
+    if refine_at and (refine_student is None or min(refine_at) < 0 or len(set(refine_at)) != len(refine_at)):
+        raise StylerigError(f"refined edited samples need a student to refine against and distinct step counts >= 0, got {list(refine_at)}")
+    refine_settings = refine_settings or RefineSettings()
     detector = detector if detector is not None else make_detector()
     if list(mapper.aus) != list(detector.aus):
         raise StylerigError(f"the mapper edits AU {', '.join(map(str, mapper.aus))}, but the labels cover "
                             f"AU {', '.join(map(str, detector.aus))}; use a mapper for all of them")
-    source = str(mapper_name)
-    if Path(source).is_file():
-        source = f"{Path(source).name} (sha256 {_file_sha256(source)})"
     gains = [round(float(g), 6) for g in mapper.input_gain.cpu()]
+    edits = {"mapper": _describe(mapper_name), "mapper_input_gains": gains, **asdict(requests)}
+    if refine_at:
+        edits["refine"] = {"at": list(refine_at), "student": _describe(refine_student_name or "given"),
+                           **{k: v for k, v in asdict(refine_settings).items() if k != "steps"}}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
             "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
             "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)",
-            "edits": {"mapper": source, "mapper_input_gains": gains, **asdict(requests)},
-            "rows": "two per seed: the plain sample, then its edit ('edited', 'delta')"}
+            "edits": edits, "rows": "per seed: the plain sample, then its edit(s) ('edited', 'delta', 'refine_steps')"}
     settings = {"mapper": mapper.cpu(), "requests": requests, "psi": psi, "image_size": image_size}
+    if refine_at:
+        settings.update(refine_at=refine_at, refine_student=refine_student.cpu(), refine_settings=refine_settings)
     return build_chunked(G, detector, folder, num, meta, _make_edited_chunk, settings, device=device, workers=workers,
                          progress=progress, log=log, desc="edited samples")

@@ -95,3 +95,44 @@ def test_mapper_must_cover_the_labelled_aus(tiny_stylegan2, tmp_path):
     with pytest.raises(StylerigError, match="use a mapper for all of them"):
         _build(G, partial, tmp_path / "e")
     assert not (tmp_path / "e").exists()
+
+
+def test_refined_rows_follow_the_refinement_path(tiny_stylegan2, tmp_path):
+    from stylerig_au.edit.refine import RefineSettings
+
+    G = tiny_stylegan2
+    mapper = tiny_mapper(G)
+
+    class BrightnessStudent(torch.nn.Module):
+        """Reads every AU as the mean brightness of the image (differentiable, no weights to train)."""
+
+        aus = list(AU_NUMBERS)
+
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))[:, None].repeat(1, 17) * 3 + 1
+
+    settings = RefineSettings(outside=0, identity=0, lr=0.5, side=64)
+    folder = _build(G, mapper, tmp_path / "r", num=2, refine_at=(0, 3), refine_student=BrightnessStudent(),
+                    refine_student_name="brightness", refine_settings=settings)
+    data = load_samples(folder, with_images=True)
+    assert data.seeds.tolist() == [6_000_000] * 3 + [6_000_001] * 3
+    assert data.extra["refine_steps"].tolist() == [-1, 0, 3] * 2 and data.extra["edited"].tolist() == [False, True, True] * 2
+    assert data.meta["edits"]["refine"]["at"] == [0, 3] and data.meta["edits"]["refine"]["student"] == "brightness"
+    # the 0-step row is the mapper's edit; the refinement then moves the image
+    mapper_only = load_samples(_build(G, mapper, tmp_path / "m", num=2), with_images=True)
+    assert (data.images[1::3].int() - mapper_only.images[1::2].int()).abs().max() <= 1
+    assert (data.images[2::3].float() - data.images[1::3].float()).abs().mean() > 0.5
+    with pytest.raises(StylerigError, match="need a student to refine against"):
+        _build(G, mapper, tmp_path / "bad", refine_at=(3,))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num", "2", "--refine-student", "s.pt"], "--refine-student needs --refine-at"),
+    (["--num", "2", "--refine-at", "4", "--refine-at", "4"], "must differ"),
+    (["--num", "0"], "--num"),
+])
+def test_cli_usage_errors(capsys, tmp_path, args, message):
+    from stylerig_au.cli import main
+
+    assert main(["edited-samples", str(tmp_path / "d"), *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "d").exists()

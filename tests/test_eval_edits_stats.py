@@ -118,3 +118,26 @@ def test_student_change_agreement_signs_the_asked_direction():
     assert res["asked"]["n"] == 2 and res["asked"]["ratio"] == pytest.approx(2.5)
     assert res["asked"]["mae"] == pytest.approx(1.5) and math.isnan(res["asked"]["r"])  # OpenFace's two values are equal
     assert res["other"]["n"] == 2 and res["other"]["mae"] == pytest.approx((0.5 + 0.2) / 2)
+
+
+def test_compare_ceilings_restricts_to_shared_faces_and_pairs_them():
+    script = load_script("compare_ceilings")
+    measured = [1, 2, 12]
+
+    def run(seeds, aus, bump):
+        faces = {}
+        for s in seeds:
+            rows = [[(2.0 - bump - 0.1 * (s - 10) if a == m else 0.1) for m in measured] for a in aus]
+            faces[str(s)] = {v: {"openface": rows, "student": rows, "identity": [0.2 + bump] * len(aus)} for v in ("mapper", "optimised")}
+        return {"measured": measured, "amount": 2.0, "aus": aus, "faces": faces}
+
+    a = run([10, 11, 12], [1, 12], 0.5)
+    b = run([11, 12, 13], [12, 2, 1], 0.0)
+    res = script.compare(a, b)
+    assert res["seeds"] == [11, 12] and res["aus"] == [1, 12]
+    assert res["paired_b_minus_a"]["achieved"]["mean"] == pytest.approx(0.5)
+    assert res["paired_b_minus_a"]["identity"]["mean"] == pytest.approx(-0.5)
+    assert res["paired_b_minus_a"]["drift"]["mean"] == pytest.approx(0.0)
+    assert res["runs"]["b"]["optimised"]["openface"]["within_0.5"] == 2
+    with pytest.raises(ValueError, match="share no face"):
+        script.compare(a, run([99], [1], 0.0))

@@ -310,7 +310,6 @@ def test_cli_train_detector_on_plain_and_edited_data_from_a_student(capsys, tmp_
 @pytest.mark.parametrize("args, message", [
     ([], "give the training data"),
     (["--edited", "E", "--build", "10"], "--build makes plain samples"),
-    (["--data", "D", "--build-edited", "10"], "--build-edited and --edit-mapper"),
 ])
 def test_cli_train_detector_data_options_are_usage_errors(capsys, tmp_path, args, message):
     assert main(["train-detector", *args, "--out", str(tmp_path / "s.pt")]) == 2

@@ -1,12 +1,12 @@
-"""``stylerig-au train-detector --data DIR [--build N] [--edited DIR2 --build-edited M] [--init FILE] --out FILE``.
+"""``stylerig-au train-detector --data DIR [--build N] [--edited DIR2 ...] [--init FILE] --out FILE``.
 
 Distils the student AU detector from OpenFace labels. With ``--build N`` the AU sample dataset in DIR
-is first made or extended to N samples (resumable, :func:`stylerig_au.samples.build_samples`); with
-``--edited DIR2 --build-edited M`` a dataset of M faces and their AU-mapper edits, all labelled by
-OpenFace (:mod:`stylerig_au.edited_samples`), is made or extended too and trained on beside it, so the
-student also learns to read the kind of images edits produce. ``--init FILE`` fine-tunes an existing
-student instead of starting from random weights. Training resumes from ``<out>.train-state.pt`` when
-that checkpoint exists (same settings), writes it after every epoch and writes the student to --out.
+is first made or extended to N samples (resumable, :func:`stylerig_au.samples.build_samples`). Each
+``--edited DIR2`` (made by ``stylerig-au edited-samples``: faces and their AU edits, all labelled by
+OpenFace) is trained on beside it, so the student also learns to read the images edits produce; the
+held-out split is taken in each dataset. ``--init FILE`` fine-tunes an existing student instead of
+starting from random weights. Training resumes from ``<out>.train-state.pt`` when that checkpoint
+exists (same settings), writes it after every epoch and writes the student to --out.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ def checkpoint_path(out: Path) -> Path:
 @click.command(name="train-detector")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="AU sample dataset folder (made by --build or learn-directions).")
 @click.option("--build", type=click.IntRange(1), default=None, help="First make or extend the dataset to this many samples (resumable; ~0.3-1 s per sample on a CPU).")
-@click.option("--edited", "edited_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also train on this dataset of faces and their AU-mapper edits (two rows per seed, both labelled by OpenFace).")
-@click.option("--build-edited", type=click.IntRange(1), default=None, help="First make or extend the --edited dataset to this many faces (resumable; two images each).")
-@click.option("--edit-mapper", type=click.Path(dir_okay=False, path_type=Path), default=None, help="AU mapper that makes the --build-edited edits [default: the bundled one].")
+@click.option("--edited", "edited_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Also train on this dataset of faces and their edits, made by `stylerig-au edited-samples` (repeatable).")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this student (weights and input normalisation) instead of starting from random weights; use a lower --lr, e.g. 3e-4.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
@@ -44,8 +42,7 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator for --build.")
-def train_detector(data_dir: Path | None, build: int | None, edited_dir: Path | None, build_edited: int | None, edit_mapper: Path | None,
-                   init_path: Path | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
+def train_detector(data_dir: Path | None, build: int | None, edited_dirs: tuple[Path, ...], init_path: Path | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
                    holdout: float, input_size: int, seed: int, device: str, threads: int | None, generator_spec: str) -> None:
     """Train the fast, differentiable student AU detector on OpenFace-labelled generator faces."""
     import torch
@@ -53,12 +50,10 @@ def train_detector(data_dir: Path | None, build: int | None, edited_dir: Path | 
     from stylerig_au.au.student_train import TrainSettings, train_student
     from stylerig_au.samples import build_samples, load_samples
 
-    if data_dir is None and edited_dir is None:
+    if data_dir is None and not edited_dirs:
         raise click.UsageError("give the training data: --data DIR (plain samples) and/or --edited DIR (edited samples)")
     if build and data_dir is None:
         raise click.UsageError("--build makes plain samples in the --data folder; give --data DIR")
-    if (build_edited or edit_mapper) and edited_dir is None:
-        raise click.UsageError("--build-edited and --edit-mapper make edited samples in the --edited folder; give --edited DIR")
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -69,34 +64,26 @@ def train_detector(data_dir: Path | None, build: int | None, edited_dir: Path | 
         from stylerig_au.au.student import load_student
 
         init_net = load_student(init_path).net
-    if build or build_edited:
+    if build:
         from stylerig_au.models import load_generator
 
         G = load_generator(generator_spec, device=device)
-        if build:
-            build_samples(G, data_dir, build, device=device, workers=build_workers, log=log)
-        if build_edited:
-            from stylerig_au.edit.mapper import load_default_mapper
-            from stylerig_au.edited_samples import build_edited_samples
-
-            mapper = load_default_mapper(G, edit_mapper, device=device)
-            build_edited_samples(G, mapper, edited_dir, build_edited, mapper_name=str(edit_mapper or f"bundled au-mapper-{G.name}"),
-                                 device=device, workers=build_workers, log=log)
+        build_samples(G, data_dir, build, device=device, workers=build_workers, log=log)
         del G
     sets = []
-    for folder, how in ((data_dir, "--build N"), (edited_dir, "--build-edited N")):
-        if folder is None:
-            continue
+    folders = (([(data_dir, "--build N (e.g. --build 2000, ~0.3-1 s per sample on a CPU)")] if data_dir is not None else [])
+               + [(d, f"`stylerig-au edited-samples {d} --num N`") for d in edited_dirs])
+    for folder, how in folders:
         if not (folder / "meta.json").is_file():
-            raise StylerigError(f"{folder}: no AU sample dataset here; make one with {how} (e.g. 2000, ~0.3-1 s per sample on a CPU)")
+            raise StylerigError(f"{folder}: no AU sample dataset here; make one with {how}")
         samples = load_samples(folder, with_images=True, limit=limit)
         if samples.images is None:
-            raise StylerigError(f"{folder}: the dataset holds no images (needed to train); rebuild it with {how}")
+            raise StylerigError(f"{folder}: the dataset holds no images (needed to train); remake it with {how}")
         log(f"{folder}: {len(samples)} samples, {int(samples.face_found.sum())} with a labelled face")
         sets.append((folder, samples))
     aus = list(sets[0][1].meta["aus"])
     if any(list(s.meta["aus"]) != aus for _, s in sets):
-        raise StylerigError("the --data and --edited datasets label different AUs; build both with the same OpenFace estimator")
+        raise StylerigError("the --data and --edited datasets label different AUs; build them with the same OpenFace estimator")
     valid = [s.valid() for _, s in sets]
     n_loaded = sum(len(s) for _, s in sets)
     settings = TrainSettings(epochs=epochs, batch=batch, lr=lr, seed=seed, holdout=holdout, num_samples=n_loaded, input_size=input_size,
