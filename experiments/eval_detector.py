@@ -9,7 +9,7 @@
 
 Prints a table and writes ``experiments/results/eval_detector.json``.
 
-    python experiments/eval_detector.py --data /work/data/au-samples-msg [--student FILE] [--threads 1 2]
+    python experiments/eval_detector.py --data /work/data/au-samples-msg [--student FILE] [--threads 1 2] [--heldout-from SEED]
 """
 
 from __future__ import annotations
@@ -100,12 +100,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="the AU sample dataset the student was trained on")
     ap.add_argument("--student", type=Path, default=None, help="student file (default: the registry's)")
     ap.add_argument("--faces", type=Path, default=DEFAULT_FACES, help="development photos (celebahq-dev/); '' to skip")
+    ap.add_argument("--heldout-from", type=int, default=None,
+                    help="score the samples from this seed on (default: the first held-out seed in the student file); "
+                         "for a student fine-tuned on other data, e.g. 5440, the first student's held-out faces")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "eval_detector.json")
     args = ap.parse_args()
 
     student = load_student(args.student)
-    first_held = int(student.info["heldout_seeds"][0])
+    first_held = int(student.info["heldout_seeds"][0]) if args.heldout_from is None else args.heldout_from
     samples = load_samples(args.data, with_images=True).valid()
     held = samples.seeds >= first_held
     if not held.any():

@@ -17,7 +17,7 @@ without moving OpenFace. This script scores one or more students against OpenFac
 
     python experiments/eval_student_edits.py --plain DIR --edited DIR2 --student bundled new.pt
 
-Prints a table and writes ``experiments/results/eval_student_edits.json``.
+Prints a table and writes ``experiments/results/eval_student_edits_cpu.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edited", type=Path, required=True, help="edited-sample dataset (its held-out seeds are scored)")
     ap.add_argument("--holdout", type=float, default=0.15, help="held-out fraction of the edited dataset's seeds (as in train-detector)")
     ap.add_argument("--student", nargs="+", default=["bundled"], help="student files ('bundled': the bundled one)")
-    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "eval_student_edits.json")
+    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "eval_student_edits_cpu.json")
     args = ap.parse_args(argv)
 
     from stylerig_au.au.student import load_student
+    from stylerig_au.diagnostics import device_label
     from stylerig_au.au.student_train import agreement, predict_uint8, split_by_seed
     from stylerig_au.errors import StylerigError
     from stylerig_au.fileio import atomic_write_text
@@ -80,21 +82,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     aus = list(plain.meta["aus"])
     _, held = split_by_seed(edited_all.seeds, args.holdout)
-    # pairs: both rows of a held-out seed, both faces found
+    # pairs: each held-out edit (a seed may have several, e.g. after 5, 10 and 20 refinement steps)
+    # with its seed's plain face, both faces found
     ok = held & edited_all.face_found
-    seeds = edited_all.seeds[ok]
-    rows = torch.nonzero(ok).flatten()
-    is_edit = edited_all.extra["edited"][rows]
-    pair_seeds = sorted(set(seeds[is_edit].tolist()) & set(seeds[~is_edit].tolist()))
-    index = {(int(s), bool(e)): int(r) for s, e, r in zip(seeds, is_edit, rows)}
-    face_rows = torch.tensor([index[(s, False)] for s in pair_seeds])
-    edit_rows = torch.tensor([index[(s, True)] for s in pair_seeds])
+    is_edit = edited_all.extra["edited"]
+    plain_row = {int(edited_all.seeds[r]): int(r) for r in torch.nonzero(ok & ~is_edit).flatten()}
+    edit_rows_list = [int(r) for r in torch.nonzero(ok & is_edit).flatten() if int(edited_all.seeds[r]) in plain_row]
+    edit_rows = torch.tensor(edit_rows_list, dtype=torch.long)
+    face_rows = torch.tensor([plain_row[int(edited_all.seeds[r])] for r in edit_rows_list], dtype=torch.long)
+    pair_seeds = sorted({int(edited_all.seeds[r]) for r in edit_rows_list})
     of = edited_all.aus.numpy()
     delta = edited_all.extra["delta"][edit_rows].numpy()
     openface_change = of[edit_rows] - of[face_rows]
 
-    result = {"plain": str(args.plain), "plain_faces": len(plain), "edited": str(args.edited),
-              "edited_meta": edited_all.meta.get("edits"), "held_out_pairs": len(pair_seeds),
+    result = {"device": device_label("cpu"), "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "plain": str(args.plain), "plain_faces": len(plain), "edited": str(args.edited),
+              "edited_meta": edited_all.meta.get("edits"), "held_out_pairs": len(edit_rows_list), "held_out_faces": len(pair_seeds),
               "held_out_seeds": [pair_seeds[0], pair_seeds[-1]] if pair_seeds else [], "students": {}}
     print(f"{'student':<40} {'plain r':>8} {'MAE':>6} {'edited r':>9} {'MAE':>6} {'asked r':>8} {'MAE':>6} {'ratio':>6} {'other MAE':>10}")
     for name, student in students.items():
@@ -105,10 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         res = {"plain": agreement(p_plain, plain.aus.numpy(), aus),
                "edited": agreement(p_edit, of[edit_rows], aus),
                "change": change_agreement(p_edit - p_face, openface_change, delta)}
+        if "refine_steps" in edited_all.extra:  # the change read after each number of refinement steps
+            steps = edited_all.extra["refine_steps"][edit_rows].numpy()
+            res["change_by_refine_steps"] = {int(k): change_agreement((p_edit - p_face)[steps == k], openface_change[steps == k], delta[steps == k])
+                                             for k in np.unique(steps)}
         result["students"][name] = res
         c = res["change"]
         print(f"{name[-40:]:<40} {res['plain']['mean_r']:8.3f} {res['plain']['mean_mae']:6.3f} {res['edited']['mean_r']:9.3f} "
               f"{res['edited']['mean_mae']:6.3f} {c['asked']['r']:8.3f} {c['asked']['mae']:6.3f} {c['asked']['ratio']:6.2f} {c['other']['mae']:10.3f}")
+        for k, ck in res.get("change_by_refine_steps", {}).items():
+            print(f"{'  after ' + str(k) + ' refinement steps':<40} {'':>8} {'':>6} {'':>9} {'':>6} {ck['asked']['r']:8.3f} "
+                  f"{ck['asked']['mae']:6.3f} {ck['asked']['ratio']:6.2f} {ck['other']['mae']:10.3f}")
     result["command"] = " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
