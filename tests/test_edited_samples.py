@@ -136,3 +136,34 @@ def test_cli_usage_errors(capsys, tmp_path, args, message):
 
     assert main(["edited-samples", str(tmp_path / "d"), *args]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_cli_edited_samples_then_fine_tune_the_bundled_student(capsys, tmp_path):
+    """The real generator, mapper and OpenFace: one chunk of 16 faces and their edits, labelled; the
+    bundled student fine-tuned on them for one epoch."""
+    from stylerig_au.au.student import load_student
+    from stylerig_au.cli import main
+
+    from .helpers import require_asset
+
+    for asset in ("mobilestylegan-ffhq-1024", "dlib-landmarks-68", "openface-2.2-au"):
+        require_asset(asset)
+    folder = tmp_path / "edits"
+    torch.set_num_threads(2)
+    assert main(["edited-samples", str(folder), "--num", "1"]) == 0
+    assert "16 faces (whole chunks of 16), 32 images" in capsys.readouterr().out
+    data = load_samples(folder, with_images=True)
+    assert data.face_found.sum() >= 28 and data.images.shape == (32, 3, 256, 256)
+    plain, edit = data.aus[0::2], data.aus[1::2]
+    asked = data.extra["delta"][1::2] != 0
+    found = data.face_found[0::2] & data.face_found[1::2]
+    # OpenFace sees the asked AUs move in the asked direction on most of the faces
+    moved = ((edit - plain) * torch.sign(data.extra["delta"][1::2]))[asked & found[:, None]]
+    assert (moved > 0).float().mean() > 0.6, moved
+    out = tmp_path / "tuned.pt"
+    from stylerig_au import pretrained
+
+    assert main(["train-detector", "--edited", str(folder), "--init", str(pretrained.own_path("student-au-detector", None)),
+                 "--epochs", "1", "--batch", "8", "--lr", "1e-4", "--out", str(out)]) == 0
+    assert load_student(out).info["settings"]["init"].endswith("student-au-detector.pt")

@@ -304,6 +304,7 @@ def test_cli_train_detector_on_plain_and_edited_data_from_a_student(capsys, tmp_
     info = load_student(out).info
     assert info["settings"]["init"] == str(tmp_path / "a.pt") and "edited by fake" in info["data"]
     assert info["train_faces"] + info["heldout_faces"] == 39 + 40
+    assert info["heldout_by_data"][str(edited)]["seeds"] == [6_000_017, 6_000_019]
     assert main(["train-detector", "--edited", str(edited), "--out", str(tmp_path / "c.pt"), *common]) == 0
 
 

@@ -304,7 +304,9 @@ def train_student(
     if groups is not None and len(torch.unique(groups)) > 1:
         ho_groups = groups[held_mask]
         names = group_names or [str(int(g)) for g in torch.unique(groups)]
-        info["heldout_by_data"] = {names[int(g)]: agreement(ho_pred[(ho_groups == g).numpy()], ho_labels[ho_groups == g].numpy(), aus)
+        ho_seeds = seeds[held_mask]
+        info["heldout_by_data"] = {names[int(g)]: {**agreement(ho_pred[(ho_groups == g).numpy()], ho_labels[ho_groups == g].numpy(), aus),
+                                                   "seeds": [int(ho_seeds[ho_groups == g].min()), int(ho_seeds[ho_groups == g].max())]}
                                    for g in torch.unique(groups)}
     save_student(net.cpu(), out, info)
     return info

@@ -19,10 +19,11 @@ from stylerig_au.errors import StylerigError
 
 @click.command(name="edited-samples")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--num", required=True, type=click.IntRange(1), help="Faces (seeds) in the dataset; an existing dataset is extended or resumed.")
+@click.option("--num", required=True, type=click.IntRange(1), help="Faces (seeds) in the dataset, rounded up to whole chunks of 16; an existing dataset is extended or resumed.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="AU mapper making the edits [default: the bundled one].")
 @click.option("--refine-at", multiple=True, type=click.IntRange(0),
-              help="Refine each edit against --refine-student and store it after this many steps (repeatable, e.g. --refine-at 4 --refine-at 8; 0 = the mapper's edit).")
+              help="Refine each edit against --refine-student and store it after this many steps (repeatable, e.g. --refine-at 4 --refine-at 8; "
+                   "0 = the mapper's edit). Each face then gets one single-AU request, gain 1, as `edit --refine` is used.")
 @click.option("--refine-student", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student the refinement runs against [default: the bundled one].")
 @click.option("--seed-start", default=None, type=click.IntRange(0), help="First seed [default: 6,000,000, away from every other seed range the tools use].")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="CPU processes side by side (one per core).")
@@ -57,6 +58,10 @@ def edited_samples(folder: Path, num: int, mapper_path: Path | None, refine_at: 
         requests = EditRequests(max_aus=1, gain_min=1.0, gain_max=1.0)
         kwargs = {"refine_at": tuple(sorted(refine_at)), "refine_student": load_student(refine_student, device=device).net,
                   "refine_student_name": str(refine_student or "bundled student-au-detector")}
+    from stylerig_au.samples import load_samples
+
     build_edited_samples(G, mapper, folder, num, mapper_name=str(mapper_path or f"bundled au-mapper-{G.name}"), requests=requests,
                          seed_start=EDITED_SEED_START if seed_start is None else seed_start, device=device, workers=workers, log=log, **kwargs)
-    click.echo(f"wrote {folder}: {num} faces with their edits (train on them with `stylerig-au train-detector --edited {folder}`)")
+    data = load_samples(folder)
+    click.echo(f"wrote {folder}: {len(set(data.seeds.tolist()))} faces (whole chunks of 16), {len(data)} images, "
+               f"{int(data.face_found.sum())} with a labelled face (train on them with `stylerig-au train-detector --edited {folder}`)")
