@@ -194,8 +194,8 @@ def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapp
             "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
             "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)",
             "edits": edits, "rows": "per seed: the plain sample, then its edit(s) ('edited', 'delta', 'refine_steps')"}
-    settings = {"mapper": mapper.cpu(), "requests": requests, "psi": psi, "image_size": image_size}
+    settings = {"mapper": mapper, "requests": requests, "psi": psi, "image_size": image_size}
     if refine_at:
-        settings.update(refine_at=refine_at, refine_student=refine_student.cpu(), refine_settings=refine_settings)
+        settings.update(refine_at=refine_at, refine_student=refine_student, refine_settings=refine_settings)
     return build_chunked(G, detector, folder, num, meta, _make_edited_chunk, settings, device=device, workers=workers,
                          progress=progress, log=log, desc="edited samples")
