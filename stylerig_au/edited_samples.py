@@ -31,7 +31,6 @@ edit; 0 for the mapper's edit, -1 on plain rows).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +38,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stylerig_au.errors import StylerigError
 
@@ -101,7 +99,7 @@ def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditR
     (plain, edit per entry of ``refine_at`` or the mapper's edit) per seed."""
     from stylerig_au.imageio import batch_to_uint8
     from stylerig_au.models import seed_to_z
-    from stylerig_au.samples import label_images
+    from stylerig_au.samples import label_images, stored_images
 
     ws_all, deltas, steps_of, big, small = [], [], [], [], []
     mapper = mapper.to(device).eval()
@@ -122,8 +120,7 @@ def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditR
         with torch.no_grad():
             img = G.synthesis(torch.cat([ws, *edits])).clamp(-1, 1)
         big.extend(batch_to_uint8(img))
-        small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
-                     .round().clamp(0, 255).to(torch.uint8).cpu())
+        small.append(stored_images(img, image_size))
         ws_all.append(w.float().cpu().repeat(1 + len(edits), 1))
         deltas.append(torch.stack([torch.zeros_like(delta), *[delta] * len(edits)]))
         steps_of.extend([-1, *counts])
@@ -138,13 +135,11 @@ def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditR
 
 def _describe(name: str | os.PathLike) -> str:
     """``name``, or for an existing file its file name and sha256."""
+    from stylerig_au.pretrained import sha256_file
+
     if not Path(name).is_file():
         return str(name)
-    digest = hashlib.sha256()
-    with open(name, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{Path(name).name} (sha256 {digest.hexdigest()})"
+    return f"{Path(name).name} (sha256 {sha256_file(Path(name))})"
 
 
 def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapper_name: str,
@@ -172,9 +167,8 @@ def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapp
         The folder.
     """
     from stylerig_au.au.detect import make_detector
-    from stylerig_au.samples import FORMAT, FORMAT_VERSION, build_chunked
-
     from stylerig_au.edit.refine import RefineSettings
+    from stylerig_au.samples import build_chunked, dataset_meta
 
     requests.check()
     refine_at = tuple(int(k) for k in refine_at)
@@ -190,10 +184,8 @@ def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapp
     if refine_at:
         edits["refine"] = {"at": list(refine_at), "student": _describe(refine_student_name or "given"),
                            **{k: v for k, v in asdict(refine_settings).items() if k != "steps"}}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
-            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
-            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)",
-            "edits": edits, "rows": "per seed: the plain sample, then its edit(s) ('edited', 'delta', 'refine_steps')"}
+    meta = dataset_meta(G, detector, psi=psi, seed_start=seed_start, chunk_size=chunk_size, image_size=image_size, edits=edits,
+                        rows="per seed: the plain sample, then its edit(s) ('edited', 'delta', 'refine_steps')")
     settings = {"mapper": mapper, "requests": requests, "psi": psi, "image_size": image_size}
     if refine_at:
         settings.update(refine_at=refine_at, refine_student=refine_student, refine_settings=refine_settings)

@@ -119,6 +119,21 @@ def _check_meta(folder: Path, meta: dict) -> None:
     atomic_write_text(file, json.dumps(meta, indent=1) + "\n")
 
 
+def stored_images(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """The dataset's copy of float [N, 3, H, H] renders in [-1, 1]: area-downsampled to ``image_size``,
+    uint8 [N, 3, image_size, image_size] on the CPU."""
+    return (((F.interpolate(images, size=(image_size, image_size), mode="area") + 1) * 127.5)
+            .round().clamp(0, 255).to(torch.uint8).cpu())
+
+
+def dataset_meta(G, detector, *, psi: float, seed_start: int, chunk_size: int, image_size: int, **more) -> dict:
+    """``meta.json`` of a dataset of ``G``'s samples labelled by ``detector`` (the OpenFace estimator),
+    with the keys of the module docstring, plus ``more``."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
+            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
+            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)", **more}
+
+
 def _make_chunk(G, detector, seeds: list[int], *, psi: float, image_size: int, device: str, batch_size: int,
                 on_image: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
     """Synthesise and label the samples of ``seeds``: one chunk dict in the format of the module docstring."""
@@ -132,8 +147,7 @@ def _make_chunk(G, detector, seeds: list[int], *, psi: float, image_size: int, d
             w = G.mapping(z, psi=psi)
             img = G.synthesis(w[:, None].repeat(1, G.num_ws, 1)).clamp(-1, 1)
             imgs.extend(batch_to_uint8(img))
-            small.append(((F.interpolate(img, size=(image_size, image_size), mode="area") + 1) * 127.5)
-                         .round().clamp(0, 255).to(torch.uint8).cpu())
+            small.append(stored_images(img, image_size))
             ws.append(w.float().cpu())
             if on_image:
                 on_image(len(z))
@@ -188,9 +202,7 @@ def build_samples(G, folder: str | os.PathLike, num: int, *, detector=None, psi:
     from stylerig_au.au.detect import make_detector
 
     detector = detector if detector is not None else make_detector()
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": G.name, "psi": psi,
-            "seed_start": seed_start, "chunk_size": chunk_size, "image_size": image_size,
-            "aus": list(detector.aus), "detector": "openface-2.2 (stylerig_au)", "pose": "pitch, yaw, roll (radians)"}
+    meta = dataset_meta(G, detector, psi=psi, seed_start=seed_start, chunk_size=chunk_size, image_size=image_size)
     return build_chunked(G, detector, folder, num, meta, _make_chunk, {"psi": psi, "image_size": image_size, "batch_size": batch_size},
                          device=device, workers=workers, progress=progress, log=log, desc="samples")
 

@@ -63,5 +63,5 @@ def edited_samples(folder: Path, num: int, mapper_path: Path | None, refine_at: 
     build_edited_samples(G, mapper, folder, num, mapper_name=str(mapper_path or f"bundled au-mapper-{G.name}"), requests=requests,
                          seed_start=EDITED_SEED_START if seed_start is None else seed_start, device=device, workers=workers, log=log, **kwargs)
     data = load_samples(folder)
-    click.echo(f"wrote {folder}: {len(set(data.seeds.tolist()))} faces (whole chunks of 16), {len(data)} images, "
+    click.echo(f"wrote {folder}: {len(set(data.seeds.tolist()))} faces (whole chunks of {data.meta['chunk_size']}), {len(data)} images, "
                f"{int(data.face_found.sum())} with a labelled face (train on them with `stylerig-au train-detector --edited {folder}`)")
