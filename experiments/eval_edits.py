@@ -17,6 +17,12 @@ for them this is a held-out-faces check, not an independent-detector check.
     python experiments/eval_edits.py --faces 8                 # CPU, bundled directions
     python experiments/eval_edits.py --faces 8 --method mapper # CPU, bundled AU mapper
     python experiments/eval_edits.py --faces 32 --device cuda
+    python experiments/eval_edits.py --faces 8 --method mapper --expressible experiments/results/expressible_aus_cpu.json
+
+The summary's ``expressed_*`` numbers cover the AUs the generator can express: with
+``--expressible``, the set ``expressible_aus.py`` measured on the generator's own samples (issue 7's
+"AUs that the generator can express"); without it, the directions' linearly expressed AUs (all 17
+for the bundled directions).
 
 The mapper was trained against the student detector, never against OpenFace, so for it this is
 also an independent-detector check (its linear part starts from the directions above, whose step
@@ -72,8 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--directions", default=None, help="directions file (default: the bundled ones)")
     ap.add_argument("--method", choices=("linear", "mapper"), default="linear")
     ap.add_argument("--mapper", default=None, help="mapper file for --method mapper (default: the bundled one)")
+    ap.add_argument("--expressible", type=Path, default=None,
+                    help="an expressible_aus.py result: summarise over the AUs the generator can express at +amount "
+                         "(default: the directions' linearly expressed AUs)")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
+    expressible = None
+    if args.expressible is not None:
+        try:
+            expressible = set(int(a) for a in json.loads(args.expressible.read_text())["expressible_aus"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"error: {args.expressible}: not an expressible_aus.py result ({type(err).__name__}); run "
+                  "experiments/expressible_aus.py first", file=sys.stderr)
+            return 2
 
     from stylerig_au.au.detect import make_detector
     from stylerig_au.edit.directions import load_default_directions
@@ -148,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no held-out face could be measured", file=sys.stderr)
         return 1
 
-    expressed = set(dirs.meta.get("expressed", aus))
+    expressed = expressible if expressible is not None else set(dirs.meta.get("expressed", aus))
     per_au = {}
     print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6}  most moved other AUs")
     for au in aus:
@@ -182,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
         **described, "amount": args.amount, "psi": args.psi,
         "faces": args.faces, "held_out_seed_start": args.seed_start, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "expressed_from": str(args.expressible) if args.expressible is not None else "directions (linear read-out R²)",
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),
     }
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")

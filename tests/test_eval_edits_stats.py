@@ -141,3 +141,62 @@ def test_compare_ceilings_restricts_to_shared_faces_and_pairs_them():
     assert res["runs"]["b"]["optimised"]["openface"]["within_0.5"] == 2
     with pytest.raises(ValueError, match="share no face"):
         script.compare(a, run([99], [1], 0.0))
+
+
+@pytest.fixture(scope="module")
+def expressible():
+    return load_script("expressible_aus")
+
+
+def test_reach_fractions_counts_samples_amount_above_each_face(expressible):
+    samples = np.array([[0.0, 1.0], [2.0, 1.0], [3.0, 4.5], [1.0, 2.9]])
+    faces = np.array([[0.0, 1.0], [1.5, 0.0]])
+    frac = expressible.reach_fractions(samples, faces, 2.0)
+    # face 0 needs AU-a >= 2 (2 samples of 4) and AU-b >= 3 (1 of 4); face 1 needs >= 3.5 and >= 2
+    np.testing.assert_allclose(frac, [[0.5, 0.25], [0.0, 0.5]])
+
+
+def test_score_edits_restricts_reach_drift_identity_to_given_aus(expressible):
+    result = {"amount": 2.0, "per_au": {
+        "1": {"achieved_mean": 1.8, "drift_mean": 0.2, "identity_mean": 0.3},
+        "12": {"achieved_mean": 1.0, "drift_mean": 0.4, "identity_mean": 0.5},
+        "23": {"achieved_mean": 0.5, "drift_mean": 0.6, "identity_mean": 0.7}}}
+    table = expressible.edit_tables(result)["edit"]
+    every = expressible.score_edits(table, 2.0, [1, 12, 23])
+    assert every["count"] == 3 and every["within_0.5"] == 1 and every["missed"] == [12, 23]
+    assert math.isclose(every["mean_abs_error"], (0.2 + 1.0 + 1.5) / 3)
+    sub = expressible.score_edits(table, 2.0, [1, 12, 45])  # AU45 not in the result: ignored
+    assert sub["aus"] == [1, 12] and math.isclose(sub["mean_drift"], 0.3) and math.isclose(sub["mean_identity"], 0.4)
+    assert expressible.score_edits(table, 2.0, [45]) == {"aus": [], "count": 0}
+
+
+def test_edit_tables_reads_both_stages_of_an_edit_ceiling_result(expressible):
+    stage = {"openface": {"per_au": {"12": {"achieved": 1.5, "drift": 0.2, "identity": 0.1}}}, "student": {}}
+    tables = expressible.edit_tables({"amount": 2.0, "summary": {"mapper": stage, "optimised": stage}})
+    assert set(tables) == {"mapper", "optimised"} and tables["optimised"][12]["achieved"] == 1.5
+    with pytest.raises(ValueError):
+        expressible.edit_tables({"rows": []})
+
+
+def test_natural_coupling_is_the_regression_slope_of_each_au_on_each_other(expressible):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=2000)
+    samples = np.stack([a, 0.5 * a + 0.01 * rng.normal(size=2000), rng.normal(size=2000)], axis=1)
+    slopes = expressible.natural_coupling(samples)
+    np.testing.assert_allclose(np.diag(slopes), 1.0)
+    assert abs(slopes[0, 1] - 0.5) < 0.01 and abs(slopes[1, 0] - 2.0) < 0.05 and abs(slopes[0, 2]) < 0.1
+
+
+def test_expressible_aus_refuses_a_file_that_is_no_edit_result_before_any_work(expressible, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    assert expressible.main(["--data", str(tmp_path / "data"), "--edits", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "edit_ceiling.py" in err and not (tmp_path / "data").exists()
+
+
+def test_eval_edits_refuses_an_expressible_file_that_is_not_one(eval_edits, tmp_path, capsys):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"per_au": {}}')
+    assert eval_edits.main(["--expressible", str(bad), "--out", str(tmp_path / "out.json")]) == 2
+    assert "expressible_aus.py" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
