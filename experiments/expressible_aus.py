@@ -43,9 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eval_edits import HELD_OUT_SEED_START  # experiments/ is on sys.path when a script runs from it
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SEED_START = 7_000_000
-HELD_OUT_SEED_START = 2_000_000
 TOP_FACES = 4
 
 
