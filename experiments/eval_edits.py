@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     from stylerig_au.au.detect import make_detector
+    from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.directions import load_default_directions
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in range(args.faces):
         ws = ws_all[f:f + 1]
         base_u8, base = render(ws)
-        base_aus = label_images(base_u8, detector)["aus"][0]
+        base_label = label_images(base_u8, detector)
+        base_aus, base_marks = base_label["aus"][0], base_label["landmarks"]
         base_small = F.interpolate(base, size=512, mode="area")
         bar.update(1)
         if not np.isfinite(base_aus).all():
@@ -148,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - tick)
-            edit_aus = label_images(edit_u8, detector)["aus"][0]
+            edit_label = label_images(edit_u8, detector)
+            edit_aus = edit_label["aus"][0]
             change = edit_aus - base_aus
             k = det_aus.index(au)
             ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"))[0])
             rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
                          "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident,
+                         "geometry_motion": float(au_motion(base_marks, edit_label["landmarks"], au)[0]),
                          "changes": {str(a): round(float(c), 4) for a, c in zip(det_aus, change)}})
             if f < 4:
                 row_tiles.append(edit_u8[0])
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expressed = expressible if expressible is not None else set(dirs.meta.get("expressed", aus))
     per_au = {}
-    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6}  most moved other AUs")
+    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6} {'geo':>6} {'moved':>5}  most moved other AUs")
     for au in aus:
         r = [x for x in rows if x["au"] == au and np.isfinite(x["achieved"])]
         if not r:
@@ -176,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         per_au[au] = {"expressed": au in expressed, "achieved_mean": float(ach.mean()), "achieved_sd": float(ach.std()),
                       "drift_mean": float(np.mean([x["drift"] for x in r])),
                       "identity_mean": float(np.mean([x["identity_distance"] for x in r])), "faces": len(r),
+                      **geometry_summary(r),
                       "top_drift": top_drift(r, au)}
         p = per_au[au]
         moved = ", ".join(f"AU{a} {m['mean']:+.2f} (|{m['abs']:.2f}|)" for a, m in p["top_drift"].items())
         print(f"AU{au:<3d} {'yes' if p['expressed'] else 'no':>5} {p['achieved_mean']:+9.2f} {p['achieved_sd']:6.2f} "
-              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f}  {moved}")
+              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f} {p['geometry_motion_mean']:+6.3f} {p['geometry_moved_share']:5.2f}  {moved}")
     expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
     ex = [per_au[a] for a in expressed_aus]
     summary = {
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         "expressed_within_0.5": sum(abs(p["achieved_mean"] - args.amount) <= 0.5 for p in ex),
         "expressed_mean_drift": float(np.mean([p["drift_mean"] for p in ex])) if ex else None,
         "expressed_mean_identity": float(np.mean([p["identity_mean"] for p in ex])) if ex else None,
+        # the geometric judge (stylerig_au.au.geometry): AUs whose feature moved the right way by > MOVED_IOD on most faces
+        "expressed_geometry_moved": sum(p["geometry_moved_share"] > 0.5 for p in ex),
         **face_standard_errors(rows, set(expressed_aus)),
         "seconds_per_edit_median": float(np.median(seconds)),
     }
@@ -205,6 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"-> {out}, {grid}")
     return 0
+
+
+def geometry_summary(rows: list[dict]) -> dict[str, float]:
+    """The geometric judge over one AU's edit rows: mean signed motion of the AU's landmark feature
+    (IOD units, positive = the way the AU moves it) and the share of faces where it moved the right
+    way by more than :data:`stylerig_au.au.geometry.MOVED_IOD`. NaN when no row has the motion."""
+    from stylerig_au.au.geometry import MOVED_IOD
+
+    motion = np.array([r["geometry_motion"] for r in rows if np.isfinite(r.get("geometry_motion", np.nan))])
+    if not len(motion):
+        return {"geometry_motion_mean": float("nan"), "geometry_moved_share": float("nan")}
+    return {"geometry_motion_mean": float(motion.mean()), "geometry_moved_share": float((motion > MOVED_IOD).mean())}
 
 
 def top_drift(rows: list[dict], au: int, n: int = 3) -> dict[str, dict[str, float]]:

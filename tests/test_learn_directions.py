@@ -128,3 +128,31 @@ def test_weak_aus_are_capped_not_pushed_off_the_sample_range(tiny_stylegan2):
         sigma = float((w @ dirs.direction(r.au)).std())
         assert r.step_capped and r.scale * 2.0 <= 6.0 * sigma + 1e-4 and r.scale <= 3.0 * r.linear_scale + 1e-6
     assert dirs.meta["expressed"] == []  # +2 edits measured far below 0.2
+
+
+def test_labels_replace_the_openface_intensities_and_keeps_are_held_fixed():
+    """``labels`` are what the AU read-outs fit; every ``keeps`` read-out stays at zero along each direction."""
+    w_dim = 32
+    samples = _samples(w_dim)
+    g = torch.Generator().manual_seed(5)
+    other_rows = torch.randn(K, w_dim, generator=g) / w_dim**0.5
+    keep_rows = torch.randn(4, w_dim, generator=g) / w_dim**0.5
+    labels = (samples.w @ other_rows.T).numpy()
+    labels[~samples.face_found.numpy()] = np.nan  # rows without a face are dropped, NaN or not
+    keeps = (samples.w @ keep_rows.T).numpy()
+    r = regress(samples, labels=labels, keeps=keeps)
+    assert np.allclose(r.au_rows, other_rows.numpy(), atol=0.02)
+    assert r.keep_rows.shape == (4, w_dim) and (r.keep_cv_r2 > 0.99).all()
+    dirs, scales = conditional_directions(r, keep_aus=False)
+    step = dirs * scales[:, None]
+    assert np.allclose(np.diag(r.au_rows @ step.T), 1.0)
+    assert np.abs(r.keep_rows @ step.T).max() < 1e-6
+    assert np.abs(r.pose_rows @ step.T).max() < 1e-6
+
+
+def test_labels_with_nan_for_a_found_face_are_refused():
+    samples = _samples(32)
+    labels = samples.aus.numpy().copy()
+    labels[10, 3] = np.nan
+    with pytest.raises(StylerigError, match="NaN"):
+        regress(samples, labels=labels)

@@ -170,3 +170,19 @@ def _raw_folder():
         if d and (folder / om.STATIC_LIST).is_file():
             return folder
     return None
+
+
+def test_geometry_part_is_the_shape_term_of_the_unclipped_reading(fake_estimator):
+    """hog term + geometry term + offset == the unclipped prediction; the geometry term needs only landmarks."""
+    photos, marks = zip(*[_photo_with_face(k, angle=0.05 * k) for k in range(2)])
+    lms = torch.from_numpy(np.stack(marks))
+    imgs = [torch.from_numpy(p).permute(2, 0, 1) for p in photos]
+    x = fake_estimator.features(imgs, lms).double()
+    full = fake_estimator.predict_features(x, clip=False).double()
+    n_geo = x.shape[1] - 4464
+    hog_term = x[:, :-n_geo] @ fake_estimator.weights[:-n_geo].double()
+    geo = fake_estimator.geometry_part(lms)
+    assert geo.shape == (2, len(fake_estimator.aus)) and geo.dtype == torch.float64
+    torch.testing.assert_close(hog_term + geo + fake_estimator.offset.double(), full, atol=1e-3, rtol=1e-4)
+    # scale-free: the same face twice as large has the same shape term
+    torch.testing.assert_close(fake_estimator.geometry_part(lms * 2.0), geo, atol=1e-6, rtol=1e-6)

@@ -207,6 +207,22 @@ class OpenFaceAU(torch.nn.Module):
         geom = geometry_features(fit.local, self.pdm_basis).to(hog)
         return torch.cat([hog, geom], dim=1)
 
+    def geometry_part(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """The part of the unclipped intensities that comes from the face's shape, not its texture.
+
+        Each static SVR is linear in (FHOG ++ PDM geometry); this is its geometry term alone: the 3D
+        shape fit of the landmarks times the SVR's geometry weights. A beard or glasses change the FHOG
+        term; only moved landmarks change this one.
+
+        Args:
+            landmarks: [B, 68, 2] pixel coordinates (any image size: the fit removes scale).
+        Returns:
+            [B, 17] float64 (order ``self.aus``), without the SVR's offset.
+        """
+        fit = self.fit(landmarks.to(torch.float64))
+        geom = geometry_features(fit.local, self.pdm_basis)
+        return geom @ self.weights[-geom.shape[1]:].to(geom)
+
     def predict_features(self, x: torch.Tensor, clip: bool = True) -> torch.Tensor:
         """[B, 17] intensities from [B, 4702] features (clipped to 0–5 unless ``clip=False``)."""
         y = x.to(self.weights) @ self.weights + self.offset

@@ -33,17 +33,21 @@ def default_data_dir(generator: str) -> Path:
 @click.option("--condition-aus/--no-condition-aus", default=False, show_default=True,
               help="Also keep the other AUs' read-outs fixed (less drift, but most AUs then barely move in "
                    "MobileStyleGAN; see the bundled card). Head pose is always kept fixed.")
+@click.option("--target", "target_name", type=click.Choice(["openface", "geometry"]), default="openface", show_default=True,
+              help="What the directions are fitted to: OpenFace's AU intensities, or only their shape term (from the "
+                   "landmarks' 3D shape fit), which texture such as a beard or glasses cannot satisfy. Both are "
+                   "calibrated with OpenFace so that +2 measures about +2.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, build_workers: int, psi: float, probes: int,
-                     condition_aus: bool, out_file: Path, device: str, accept_license: bool) -> None:
+                     condition_aus: bool, target_name: str, out_file: Path, device: str, accept_license: bool) -> None:
     """Learn one linear W direction per AU from generator samples labelled by the OpenFace estimator."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.edit.card import write_card, write_preview
+    from stylerig_au.edit.learn import TARGETS, openface_measure
     from stylerig_au.edit.learn import learn_directions as learn
-    from stylerig_au.edit.learn import openface_measure
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import build_samples, load_samples
 
@@ -57,9 +61,10 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
     samples = load_samples(data_dir, limit=num_samples)
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
     directions, results = learn(G, samples, openface_measure(G, detector), probe_ws=probe_ws, keep_aus=condition_aus,
-                                cache=data_dir / "learn_cache.json", log=click.echo)
+                                target=TARGETS[target_name], cache=data_dir / "learn_cache.json", log=click.echo)
     directions.meta["command"] = (f"stylerig-au learn-directions --generator {generator_spec} --samples {num_samples} "
-                                  f"--psi {psi} --probes {probes}{'' if condition_aus else ' --no-condition-aus'} --out {out_file.name}")
+                                  f"--psi {psi} --probes {probes}{'' if condition_aus else ' --no-condition-aus'} --target {target_name} "
+                                  f"--out {out_file.name}")
     directions.save(out_file)
     preview = write_preview(G, directions, out_file.with_name(out_file.stem + "_preview.png"), probe_ws[:1])
     card = write_card(directions, results, out_file.with_suffix(".md"), preview)

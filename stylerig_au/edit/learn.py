@@ -49,8 +49,10 @@ class Readouts:
         au_rows: [K, w_dim] regression weights (AU units per W unit); ``au_bias``: [K].
         pose_rows: [3, w_dim] weights of pitch, yaw, roll (radians per W unit).
         cv_r2: [K] cross-validated R² per AU; ``pose_cv_r2``: [3].
-        alphas: [K + 3] the chosen ridge strengths; ``label_std``: [K] std of each AU's labels.
+        alphas: [K + 3 + M] the chosen ridge strengths; ``label_std``: [K] std of each AU's labels.
         w_mean: [w_dim] mean of the training w.
+        keep_rows: [M, w_dim] read-outs of further quantities that the directions keep fixed
+            (M may be 0); ``keep_cv_r2``: [M].
     """
 
     aus: list[int]
@@ -62,54 +64,113 @@ class Readouts:
     alphas: np.ndarray
     label_std: np.ndarray
     w_mean: np.ndarray
+    keep_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    keep_cv_r2: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def regress(samples: Samples, alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4), folds: int = 5) -> Readouts:
-    """Ridge read-outs of every AU and pose angle from w (samples without a face are dropped).
+@dataclass(frozen=True)
+class LabelTarget:
+    """What the AU read-outs are fitted to: ``labels(samples)`` -> [N, K] per sample (None: the OpenFace intensities)."""
 
+    name: str
+    description: str
+    labels: Callable[[Samples], np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class KeptQuantities:
+    """Per-sample quantities that the directions keep fixed: ``values(samples)`` -> [N, M]."""
+
+    name: str
+    description: str
+    values: Callable[[Samples], np.ndarray]
+
+
+def geometry_labels(samples: Samples, detector=None) -> np.ndarray:
+    """The shape term of OpenFace's reading of every sample, float64 [N, K] (NaN where no face was found).
+
+    Computed from the stored landmarks alone (:meth:`stylerig_au.au.openface.OpenFaceAU.geometry_part`):
+    texture (a beard, glasses, skin) cannot change it, only moved landmarks can.
+    """
+    from stylerig_au.au.detect import make_detector
+
+    detector = detector if detector is not None else make_detector("openface")
+    if [int(a) for a in samples.meta["aus"]] != list(detector.aus):
+        raise StylerigError("the samples' AU order is not the OpenFace estimator's")
+    out = np.full((len(samples.w), len(detector.aus)), np.nan)
+    found = samples.face_found.numpy().astype(bool)
+    if found.any():
+        with torch.no_grad():
+            out[found] = detector.geometry_part(samples.landmarks[found].double().cpu()).numpy()
+    return out
+
+
+OPENFACE_TARGET = LabelTarget("openface", "the OpenFace intensities", lambda samples: None)
+GEOMETRY_TARGET = LabelTarget("geometry", "the shape term of OpenFace's reading (landmarks only)", geometry_labels)
+TARGETS = {t.name: t for t in (OPENFACE_TARGET, GEOMETRY_TARGET)}
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...], cv) -> tuple[np.ndarray, float, float, float]:
+    """Ridge fit of one target: (row [w_dim], bias, chosen alpha, cross-validated R²; 0 for a constant target)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    model = RidgeCV(alphas=alphas).fit(x, y)
+    if y.std() < 1e-6:
+        return model.coef_, float(model.intercept_), float(model.alpha_), 0.0
+    pred = cross_val_predict(RidgeCV(alphas=alphas), x, y, cv=cv)
+    return model.coef_, float(model.intercept_), float(model.alpha_), 1.0 - float(((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def regress(samples: Samples, alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4), folds: int = 5,
+            labels: np.ndarray | None = None, keeps: np.ndarray | None = None) -> Readouts:
+    """Ridge read-outs of every AU and pose angle (and of the ``keeps`` columns) from w.
+
+    Args:
+        samples: the dataset; samples without a face are dropped.
+        labels: [N, K] targets per sample of ``samples`` (all N, in order) instead of the OpenFace
+            intensities (e.g. :func:`geometry_labels`); the AU order stays the samples'.
+        keeps: [N, M] further per-sample quantities to read out (e.g. identity embedding components),
+            which :func:`conditional_directions` then keeps fixed.
     Raises:
         StylerigError: fewer than 50 labelled samples.
     """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.model_selection import KFold
 
+    valid = samples.face_found.numpy().astype(bool)
     data = samples.valid()
     if len(data) < 50:
         raise StylerigError(f"only {len(data)} labelled samples; learning directions needs at least 50 (use more --samples)")
     x = data.w.double().numpy()
-    targets = np.concatenate([data.aus.double().numpy(), data.pose.double().numpy()], axis=1)
-    k = data.aus.shape[1]
-    rows, biases, r2, chosen = [], [], [], []
+    au_y = data.aus.double().numpy() if labels is None else np.asarray(labels, np.float64)[valid]
+    keep_y = np.zeros((len(x), 0)) if keeps is None else np.asarray(keeps, np.float64)[valid]
+    targets = np.concatenate([au_y, data.pose.double().numpy(), keep_y], axis=1)
+    if not np.isfinite(targets).all():
+        raise StylerigError("the labels or kept quantities have NaN values for samples with a face")
+    k = au_y.shape[1]
     cv = KFold(folds, shuffle=True, random_state=0)
-    for j in range(targets.shape[1]):
-        y = targets[:, j]
-        model = RidgeCV(alphas=alphas).fit(x, y)
-        rows.append(model.coef_)
-        biases.append(model.intercept_)
-        chosen.append(model.alpha_)
-        if y.std() < 1e-6:
-            r2.append(0.0)
-            continue
-        pred = cross_val_predict(RidgeCV(alphas=alphas), x, y, cv=cv)
-        r2.append(1.0 - float(((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()))
-    rows_a = np.stack(rows)
-    return Readouts(aus=[int(a) for a in data.meta["aus"]], au_rows=rows_a[:k], au_bias=np.array(biases[:k]),
-                    pose_rows=rows_a[k:], cv_r2=np.array(r2[:k]), pose_cv_r2=np.array(r2[k:]),
-                    alphas=np.array(chosen), label_std=data.aus.double().numpy().std(0), w_mean=x.mean(0))
+    fits = [_ridge(x, targets[:, j], alphas, cv) for j in range(targets.shape[1])]
+    rows_a = np.stack([f[0] for f in fits])
+    r2 = np.array([f[3] for f in fits])
+    return Readouts(aus=[int(a) for a in data.meta["aus"]], au_rows=rows_a[:k], au_bias=np.array([f[1] for f in fits[:k]]),
+                    pose_rows=rows_a[k:k + 3], cv_r2=r2[:k], pose_cv_r2=r2[k:k + 3],
+                    alphas=np.array([f[2] for f in fits]), label_std=au_y.std(0), w_mean=x.mean(0),
+                    keep_rows=rows_a[k + 3:], keep_cv_r2=r2[k + 3:])
 
 
 def conditional_directions(readouts: Readouts, keep_pose: bool = True, keep_aus: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Unit directions [K, w_dim] and scales [K] (W units per AU unit) from the read-outs.
 
     Column k of the pseudo-inverse of the stacked rows (this AU, the other AUs if ``keep_aus``, the
-    pose angles if ``keep_pose``) moves AU k's read-out by one unit and the others by zero, with the
-    smallest possible step in W.
+    pose angles if ``keep_pose``, and every row of ``readouts.keep_rows``) moves AU k's read-out by
+    one unit and the others by zero, with the smallest possible step in W.
     """
     k = len(readouts.aus)
     dirs, scales = np.zeros_like(readouts.au_rows), np.zeros(k)
     for i in range(k):
         others = [readouts.au_rows[j] for j in range(k) if keep_aus and j != i]
         others += list(readouts.pose_rows) if keep_pose else []
+        others += list(readouts.keep_rows)
         stack = np.stack([readouts.au_rows[i], *others])
         col = np.linalg.pinv(stack)[:, 0]
         norm = np.linalg.norm(col)
@@ -188,7 +249,8 @@ def student_measure(G, student, batch_size: int = 1, size: int = 256) -> Callabl
 
 
 def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.ndarray], *, probe_ws: torch.Tensor, keep_pose: bool = True,
-                     keep_aus: bool = True, cache: str | os.PathLike | None = None, progress: bool = True,
+                     keep_aus: bool = True, target: LabelTarget | None = None, keep: KeptQuantities | None = None,
+                     cache: str | os.PathLike | None = None, progress: bool = True,
                      log: Callable[[str], None] | None = None) -> tuple[LinearDirections, list[AUResult]]:
     """Learn masked, calibrated, conditional linear directions for every AU of the samples.
 
@@ -198,6 +260,9 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] in the samples' AU order, NaN rows for
             failures (:func:`openface_measure` renders and reads with OpenFace).
         probe_ws: W+ latents [P, num_ws, w_dim] the test edits are measured on (not training samples).
+        target: what the read-outs predict (default: the OpenFace intensities, :data:`OPENFACE_TARGET`).
+        keep: further per-sample quantities whose read-outs every direction keeps fixed (e.g. an
+            identity embedding's principal components), or None.
         cache: a JSON file of per-AU measurements; a rerun skips the AUs already in it (resume).
     Returns:
         (directions, per-AU results).
@@ -206,7 +271,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
 
     if samples.meta.get("generator") != G.name:
         raise StylerigError(f"the samples were made with {samples.meta.get('generator')!r}, not {G.name!r}")
-    readouts = regress(samples)
+    target = target or OPENFACE_TARGET
+    readouts = regress(samples, labels=target.labels(samples), keeps=keep.values(samples) if keep else None)
     dirs, scales = conditional_directions(readouts, keep_pose=keep_pose, keep_aus=keep_aus)
     valid_w = samples.valid().w.double().numpy()
     groups = slot_groups(G)
@@ -214,7 +280,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     cache_path = Path(cache) if cache is not None else None
     if cache_path is not None and cache_path.is_file():
         done = json.loads(cache_path.read_text())
-    key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|n={len(samples.valid())}|probes={len(probe_ws)}"
+    key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|target={target.name}|keep={keep.name if keep else None}"
+           f"|n={len(samples.valid())}|probes={len(probe_ws)}"
            f"|groups={','.join(name for name, _ in groups)}")
     done = done.get(key, {}) if isinstance(done.get(key), dict) else {}
     base = measure(probe_ws) if len(done) < len(readouts.aus) else None
@@ -275,6 +342,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         masks[res.au] = m
     meta = {
         "samples": len(samples.valid()), "probes": int(len(probe_ws)), "keep_pose": keep_pose, "keep_aus": keep_aus,
+        "target": target.name, "kept": keep.name if keep else None,
+        "kept_cv_r2": [float(r) for r in readouts.keep_cv_r2],
         "cv_r2": {int(a): float(r) for a, r in zip(readouts.aus, readouts.cv_r2)},
         "pose_cv_r2": dict(zip(POSE_NAMES, map(float, readouts.pose_cv_r2))),
         "expressed": [r.au for r in results if r.cv_r2 >= MIN_R2 and math.isfinite(r.achieved_before_calibration)
@@ -285,7 +354,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     directions = LinearDirections({a: torch.from_numpy(dirs[i]).float() for i, a in enumerate(readouts.aus)},
                                   slots=G.slots, generator=G.name, masks=masks,
                                   scales={r.au: r.scale for r in results},
-                                  method=f"ridge read-outs, pseudo-inverse conditioning (pose={keep_pose}, other AUs={keep_aus}), "
+                                  method=f"ridge read-outs of {target.description}, pseudo-inverse conditioning (pose={keep_pose}, "
+                                         f"other AUs={keep_aus}, kept: {keep.description if keep else 'nothing else'}), "
                                          "slot groups by measured effect, calibrated with OpenFace",
                                   meta=meta)
     return directions, results
