@@ -181,6 +181,7 @@ def test_geometry_part_is_the_shape_term_of_the_unclipped_reading(fake_estimator
     full = fake_estimator.predict_features(x, clip=False).double()
     n_geo = x.shape[1] - 4464
     hog_term = x[:, :-n_geo] @ fake_estimator.weights[:-n_geo].double()
+    torch.testing.assert_close(fake_estimator.texture_part(imgs, lms), hog_term)
     geo = fake_estimator.geometry_part(lms)
     assert geo.shape == (2, len(fake_estimator.aus)) and geo.dtype == torch.float64
     torch.testing.assert_close(hog_term + geo + fake_estimator.offset.double(), full, atol=1e-3, rtol=1e-4)

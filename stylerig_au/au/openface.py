@@ -223,6 +223,13 @@ class OpenFaceAU(torch.nn.Module):
         geom = geometry_features(fit.local, self.pdm_basis)
         return geom @ self.weights[-geom.shape[1]:].to(geom)
 
+    def texture_part(self, images: torch.Tensor | Sequence[torch.Tensor], landmarks: torch.Tensor) -> torch.Tensor:
+        """The FHOG (texture) term of the unclipped intensities, float64 [B, 17]: the reading minus
+        :meth:`geometry_part` and the SVR offset. Args as :meth:`forward`."""
+        x = self.features(images, landmarks)
+        n_geo = self.pdm_basis.shape[0] * self.pdm_basis.shape[1] + self.pdm_basis.shape[2]  # 68·3 offsets ++ 34 params
+        return x[:, :-n_geo].to(torch.float64) @ self.weights[:-n_geo].to(torch.float64)
+
     def predict_features(self, x: torch.Tensor, clip: bool = True) -> torch.Tensor:
         """[B, 17] intensities from [B, 4702] features (clipped to 0–5 unless ``clip=False``)."""
         y = x.to(self.weights) @ self.weights + self.offset

@@ -105,6 +105,43 @@ def geometry_labels(samples: Samples, detector=None) -> np.ndarray:
     return out
 
 
+def texture_terms(samples: Samples, resolution: int, detector=None, batch: int = 64) -> np.ndarray:
+    """The texture (FHOG) term of OpenFace's reading of every sample, float64 [N, K] (NaN where no face).
+
+    Read from the stored images (``samples.images``, needed) with the stored landmarks, which are in
+    pixels of the generator's ``resolution`` (:meth:`stylerig_au.au.openface.OpenFaceAU.texture_part`).
+    """
+    from stylerig_au.au.detect import make_detector
+
+    if samples.images is None:
+        raise StylerigError("the texture terms need the samples' images (load_samples(..., with_images=True))")
+    detector = detector if detector is not None else make_detector("openface")
+    scale = samples.images.shape[-1] / resolution
+    out = np.full((len(samples.w), len(detector.aus)), np.nan)
+    found = np.flatnonzero(samples.face_found.numpy())
+    with torch.no_grad():
+        for start in range(0, len(found), batch):
+            idx = found[start:start + batch]
+            marks = (samples.landmarks[idx].double() + 0.5) * scale - 0.5  # dlib pixel indices at the stored size
+            out[idx] = detector.texture_part(samples.images[idx], marks).numpy()
+    return out
+
+
+def texture_kept(resolution: int, aus: tuple[int, ...] | None = None, detector=None) -> KeptQuantities:
+    """Keep the texture term of OpenFace's reading of ``aus`` (all AUs when None) fixed: what a beard,
+    glasses or skin change would move, while the shape term is what the directions change."""
+    def values(samples: Samples) -> np.ndarray:
+        terms = texture_terms(samples, resolution, detector)
+        if aus is None:
+            return terms
+        order = [int(a) for a in samples.meta["aus"]]
+        return terms[:, [order.index(a) for a in aus]]
+
+    named = "all AUs" if aus is None else "AU" + "/".join(map(str, aus))
+    return KeptQuantities(f"texture-{'all' if aus is None else '-'.join(map(str, aus))}",
+                          f"the texture (FHOG) term of OpenFace's reading of {named}", values)
+
+
 OPENFACE_TARGET = LabelTarget("openface", "the OpenFace intensities", lambda samples: None)
 GEOMETRY_TARGET = LabelTarget("geometry", "the shape term of OpenFace's reading (landmarks only)", geometry_labels)
 TARGETS = {t.name: t for t in (OPENFACE_TARGET, GEOMETRY_TARGET)}
