@@ -73,8 +73,9 @@ def convert(members: dict[str, Path], out: Path) -> None:
         if digest != ONNX_SHA256[member]:
             raise AssetError(f"{ASSET}: {member} has sha256 {digest[:12]}…, the wheel's manifest records "
                              f"{ONNX_SHA256[member][:12]}…; fetch it again with --force")
-        module = onnx_torch.OnnxModule(onnx_torch.read_onnx(members[member]))
-        probe = module(torch.zeros(2, 3, size, size))
+        module = onnx_torch.load_onnx(members[member])
+        with torch.no_grad():
+            probe = module(torch.zeros(2, 3, size, size))
         if tuple(probe.shape) != (2, classes):
             raise AssetError(f"{ASSET}: {member} maps [2, 3, {size}, {size}] to {list(probe.shape)}, not [2, {classes}]")
         nets[key] = module.state()
@@ -212,6 +213,8 @@ def flip_noise(judge: AttributeJudge, images: Sequence[np.ndarray]) -> dict[str,
     sampling and the networks' asymmetry). Returns ``age_sd`` (years), ``male_prob_sd``, their mean
     absolute differences ``age_mad`` / ``male_prob_mad`` and ``faces``.
     """
+    if len(images) < 2:
+        raise StylerigError(f"the judge's flip noise needs at least 2 faces, got {len(images)}")
     plain = judge(images)
     mirrored = judge([np.ascontiguousarray(img[:, ::-1]) for img in images])
     d_age, d_male = mirrored.age - plain.age, mirrored.male_prob - plain.male_prob
