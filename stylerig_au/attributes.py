@@ -127,7 +127,7 @@ def face_chips(image: np.ndarray, name: str = "image", box: tuple[int, int, int,
 
 def chip_batch(chips: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
     """uint8 RGB chips [N, S, S, 3] -> the networks' float32 input [N, 3, S, S]: (byte - mean) / 256."""
-    x = torch.from_numpy(np.ascontiguousarray(np.stack(list(chips)) if not isinstance(chips, np.ndarray) else chips))
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(list(chips))))
     x = x.to(torch.float32) - torch.tensor(CHANNEL_MEANS, dtype=torch.float32)
     return (x / 256.0).permute(0, 3, 1, 2).contiguous()
 

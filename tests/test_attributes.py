@@ -40,6 +40,8 @@ def test_face_chips_shapes_and_box(photo):
     assert chips.gender.shape == (32, 32, 3) and chips.gender.dtype == np.uint8
     left, top, right, bottom = chips.box
     assert 0 <= left < right <= photo.shape[1] and 0 <= top < bottom <= photo.shape[0]
+    again = attributes.face_chips(photo, box=chips.box)  # a given box skips detection
+    assert np.array_equal(again.age, chips.age) and np.array_equal(again.gender, chips.gender)
     # the same face at half the size gives nearly the same chips (they are aligned, not cropped)
     from stylerig_au.imageio import resize
 
