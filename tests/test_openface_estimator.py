@@ -187,3 +187,27 @@ def test_geometry_part_is_the_shape_term_of_the_unclipped_reading(fake_estimator
     torch.testing.assert_close(hog_term + geo + fake_estimator.offset.double(), full, atol=1e-3, rtol=1e-4)
     # scale-free: the same face twice as large has the same shape term
     torch.testing.assert_close(fake_estimator.geometry_part(lms * 2.0), geo, atol=1e-6, rtol=1e-6)
+
+
+def test_texture_terms_of_samples_read_the_stored_images_with_rescaled_landmarks(fake_estimator):
+    """learn.texture_terms: per-sample FHOG terms from the stored (downsampled) images; NaN rows without a face."""
+    from stylerig_au.edit.learn import texture_kept, texture_terms
+    from stylerig_au.errors import StylerigError
+    from stylerig_au.samples import Samples
+
+    photos, marks = zip(*[_photo_with_face(k, size=100, scale=0.6) for k in range(3)])
+    images = torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).contiguous()
+    full_res_marks = (torch.from_numpy(np.stack(marks)) + 0.5) * 4 - 0.5  # as if found on a 400² render
+    found = torch.tensor([True, False, True])
+    meta = {"aus": list(fake_estimator.aus)}
+    samples = Samples(meta, torch.arange(3), torch.zeros(3, 8), torch.zeros(3, 17), torch.zeros(3, 3),
+                      full_res_marks, found, images)
+    terms = texture_terms(samples, resolution=400, detector=fake_estimator)
+    assert np.isnan(terms[1]).all() and np.isfinite(terms[[0, 2]]).all()
+    expect = fake_estimator.texture_part(images[[0, 2]], torch.from_numpy(np.stack([marks[0], marks[2]])))
+    np.testing.assert_allclose(terms[[0, 2]], expect.numpy(), atol=1e-3)
+    two = texture_kept(400, (fake_estimator.aus[0], fake_estimator.aus[3]), fake_estimator)
+    np.testing.assert_allclose(two.values(samples)[[0, 2]], terms[[0, 2]][:, [0, 3]])
+    without_images = Samples(meta, samples.seeds, samples.w, samples.aus, samples.pose, samples.landmarks, found, None)
+    with pytest.raises(StylerigError, match="images"):
+        texture_terms(without_images, resolution=400, detector=fake_estimator)
