@@ -3,7 +3,10 @@
 For each held-out generator face (seeds from 2,000,000 on, never used for learning) and each AU, a
 ``+amount`` edit is rendered and both images are read by the OpenFace estimator:
 
-- achieved: the edited AU's change (target: ``amount``);
+- achieved: the edited AU's change (target: ``amount``); with a negative amount (e.g. ``--amount -1``) only
+  the AUs a face already shows at least that much are edited (a blank tile in the grid for the others);
+- geometry_motion: how far the landmark feature the AU moves actually moved (``stylerig_au.au.geometry``,
+  inter-ocular units, positive = the AU's way): a judge that texture such as a beard or glasses cannot fool;
 - drift: mean absolute change of the other 16 AUs; each row keeps all 17 changes, and each AU's
   summary names the three other AUs that moved most (ranked by mean |change|, with the signed mean
   beside it), to show where drift comes from;
@@ -160,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             if np.isfinite(base_attr[0][0]):
                 base_faces.append(base_u8[0])
         for au in aus:
+            if args.amount < 0 and base_aus[det_aus.index(au)] < -args.amount:
+                # a decrease is asked only of AUs the face shows at least that much (OpenFace reads 0-5)
+                bar.update(1)
+                if f < 4:
+                    row_tiles.append(np.zeros_like(base_u8[0]))
+                continue
             tick = time.perf_counter()
             edited_ws = editor.edit(ws, AU(au, args.amount))
             edit_u8, edit = render(edited_ws)
