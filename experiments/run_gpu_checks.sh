@@ -3,6 +3,7 @@
 # (CUDA vs reference, values and gradients) and the op benchmark, and records everything under
 # experiments/results/. Usage: experiments/run_gpu_checks.sh [extra bench_ops.py args]
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n 2,4p "$0" | cut -c3-; exit 0; fi
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 RESULTS=experiments/results
