@@ -470,7 +470,8 @@ def invert_files(
 
     from tqdm import tqdm
 
-    from stylerig_au.imageio import make_grid, save_image, to_uint8
+    from stylerig_au.edit.media import labelled_grid
+    from stylerig_au.imageio import save_image, to_uint8
     from stylerig_au.perceptual import load_lpips
 
     config = config or InvertConfig()
@@ -509,7 +510,8 @@ def invert_files(
     groups: dict[int, list[tuple[Job, dict | None]]] = {}
     for job, ck in pending:
         groups.setdefault(ck["step"] if ck else 0, []).append((job, ck))
-    grid_rows: list[np.ndarray] = []
+    grid_rows: list[list[np.ndarray]] = []
+    grid_stems: list[str] = []
     for start_step in sorted(groups, reverse=True):
         group = groups[start_step]
         for b in range(0, len(group), batch_size):
@@ -546,10 +548,11 @@ def invert_files(
                 recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img)
                 (out_dir / f"{job.stem}.ckpt.pt").unlink(missing_ok=True)
                 results.append(FileResult(job.source, job.stem, "done", "", latent, recon_path, before[i] + seconds, per))
-                grid_rows.extend([job.photo, job.image, recon_img])
+                grid_rows.append([job.photo, job.image, recon_img])
+                grid_stems.append(job.stem)
     if grid_name and grid_rows:
         name = grid_name if world == 1 else f"{Path(grid_name).stem}_rank{rank}{Path(grid_name).suffix}"
-        save_image(out_dir / name, make_grid(grid_rows, ncols=3))
+        save_image(out_dir / name, labelled_grid(grid_rows, grid_stems, ["photo", "aligned", "reconstruction"]))
     return results
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from stylerig_au import invert
 from stylerig_au.cli import main
+from stylerig_au.edit import media
 from stylerig_au.perceptual import LPIPS
 
 
@@ -130,6 +131,10 @@ def test_invert_files_outputs_errors_and_resume(tiny_stylegan2, cheap, photos, t
     status = {r.source.split("/")[-1]: r.status for r in results}
     assert status == {"astro.png": "done", "blank.png": "error", "notes.jpg": "error"}
     assert sorted(p.name for p in out.iterdir()) == ["astro.pt", "astro_recon.png", "grid.png"]
+    grid = np.asarray(Image.open(out / "grid.png").convert("RGB"))
+    left, top = media.label_width(256), media.header_height(256)
+    assert grid.shape == (top + 260 + 4, left + 3 * 260 + 4, 3)  # one face: photo | aligned | reconstruction
+    assert (grid[:top, left:] < 100).any() and (grid[top:, :left] < 100).any()  # column labels and the stem
     rec = invert.load_latent(out / "astro.pt")
     assert rec["ws"].shape == (tiny_stylegan2.num_ws, tiny_stylegan2.w_dim) and rec["ws"].dtype == torch.float32
     assert rec["generator"] == tiny_stylegan2.name and len(rec["source_sha256"]) == 64

@@ -37,18 +37,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def make_grid(images, columns: int | None = None):
-    """uint8 [N, H, W, 3] -> one uint8 [rows*H, cols*W, 3] image (row-major, black padding)."""
-    import numpy as np
+def seed_grid(images, seeds: list[int], cell: int | None = None):
+    """uint8 [N, H, W, 3] -> one uint8 [h, w, 3] grid, about square, each face under its label 'seed N'.
 
-    n, h, w, c = images.shape
-    cols = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, cols)
-        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
-    return grid
+    Faces are ``cell`` px (default: their own size, at most 256)."""
+    from stylerig_au.edit.media import captioned_grid
+
+    cell = cell or min(256, images.shape[1])
+    return captioned_grid(list(images), [f"seed {s}" for s in seeds], ncols=math.ceil(math.sqrt(len(images))), cell=cell)
 
 
 @click.command()
@@ -102,5 +98,5 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
     if grid:
         import numpy as np
 
-        save_image(out_dir / "grid.png", make_grid(np.concatenate(images)))
+        save_image(out_dir / "grid.png", seed_grid(np.concatenate(images), seed_list))
     click.echo(f"wrote {len(seed_list)} image(s){' and grid.png' if grid else ''} to {out_dir} ({G.name}, psi={psi})")

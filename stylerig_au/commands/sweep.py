@@ -31,7 +31,6 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
     """
     from tqdm import tqdm
 
-    from stylerig_au.au.vocab import AU as AU_TABLE
     from stylerig_au.au.vocab import au_number
     from stylerig_au.edit import media
     from stylerig_au.edit.photo import check_image_suffix, render_face
@@ -61,8 +60,8 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
                 bar.update(1)
             rows.append(row)
     if labels:
-        row_labels = [f"AU{au}" + ("\n" + AU_TABLE[au].name.replace(" ", "\n", 1) if cell >= 128 else "") for au in aus]
-        col_labels = [f"{v:+g}" if v else "0" for v in values]
+        row_labels = [media.au_label(au, cell) for au in aus]
+        col_labels = [media.value_label(v) for v in values]
         grid = media.labelled_grid(rows, row_labels, col_labels, cell=cell)
     else:
         grid = media.labelled_grid(rows, cell=cell)
