@@ -20,10 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stylerig_au.errors import StylerigError
-
-# Measured on 2 CPU cores, see README: a recognisable reconstruction in a few minutes.
-QUICK_STEPS = 60
-QUICK_LR = 0.08
+from stylerig_au.invert import QUICK_LR, QUICK_STEPS
 
 # The demo's edits (each AU +2 intensity steps): name -> the AUs it moves (the Edits: demo_edits()).
 DEMO_EDITS: dict[str, str] = {

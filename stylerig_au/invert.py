@@ -57,6 +57,35 @@ LATENT_FORMAT = "stylerig-au/latent"
 LATENT_FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "stylerig-au/invert-checkpoint"
 
+# Inversion steps when the user gives none: the full setting on a GPU, the quick one on a CPU, where the
+# full one takes ~20 min a photo on 2 cores (experiments/RESULTS.md §1). The quick one needs a larger lr.
+FULL_STEPS = 500
+QUICK_STEPS = 60
+QUICK_LR = 0.08
+
+
+def on_gpu(device: str | torch.device) -> bool:
+    """True when ``device`` ('cpu', 'cuda', 'cuda:1', a torch.device) is a GPU."""
+    return str(device).startswith("cuda")
+
+
+def default_steps(device: str | torch.device) -> int:
+    """Inversion steps for ``device`` when none are given: :data:`FULL_STEPS` on a GPU, :data:`QUICK_STEPS` on a CPU."""
+    return FULL_STEPS if on_gpu(device) else QUICK_STEPS
+
+
+def default_lr(steps: int) -> float:
+    """Peak learning rate for ``steps`` when none is given: :data:`QUICK_LR` up to twice the quick steps, else 0.05."""
+    return QUICK_LR if steps <= 2 * QUICK_STEPS else InvertConfig.lr
+
+
+def steps_note(device: str | torch.device) -> str:
+    """One line for the user: which inversion steps :func:`default_steps` chose for ``device`` and how to change it."""
+    if on_gpu(device):
+        return f"inversion: {FULL_STEPS} steps, the full setting for a GPU (--steps {QUICK_STEPS} for the quick one)"
+    return (f"inversion: {QUICK_STEPS} steps, the quick setting for a CPU (--steps {FULL_STEPS} for the full one: "
+            "better, ~20 min a photo on 2 cores)")
+
 
 @dataclass
 class InvertConfig:

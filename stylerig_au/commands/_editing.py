@@ -37,7 +37,7 @@ def common_options(f: Callable) -> Callable:
         click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
                      help="Generator name or checkpoint path (must be the one the latent / directions were made for)."),
         click.option("--steps", type=click.IntRange(1), default=None,
-                     help="Inversion steps for a photo [default: 60 on a CPU, 500 on CUDA]."),
+                     help="Inversion steps for a photo [default: 60, the quick setting, on a CPU; 500 on a GPU]."),
         click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
                      help="Inversion learning rate [default: 0.08 up to 120 steps, else 0.05]."),
         click.option("--latent-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -115,11 +115,12 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
                                progress=True)
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)
     editor.check_aus(aus_in_use)
-    config = quick_config(steps, device, lr)
+    # No --steps/--lr: load_subject chooses the steps by device and says which before it inverts a photo.
+    config = quick_config(steps, device, lr) if steps is not None or lr is not None else None
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
                            device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True))
     if subject.inverted:
-        click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
+        click.echo(f"inverted {source.name} ({subject.record['steps']} steps, lpips {subject.record['losses']['lpips']:.3f}) "
                    f"-> {subject.latent_path}", err=True)
     return Session(G, editor, subject)
 

@@ -10,15 +10,17 @@ import click
 @click.command()
 @click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--photo", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Your own photo instead of scikit-image's astronaut.")
-@click.option("--steps", default=None, type=click.IntRange(1), help="Inversion steps [default: the quick CPU setting, or 500 on CUDA].")
+@click.option("--steps", default=None, type=click.IntRange(1), help="Inversion steps [default: 60, the quick setting, on a CPU; 500 on a GPU].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 def demo(out_dir: Path, photo: Path | None, steps: int | None, device: str) -> None:
     """Align, invert and paste back a real face, measure the reconstruction, edit its AUs (when learned
     directions exist for the generator) and write a grid."""
-    from stylerig_au.demo import QUICK_STEPS, run_demo
+    from stylerig_au.demo import run_demo
+    from stylerig_au.invert import default_steps, steps_note
 
     if steps is None:
-        steps = 500 if device.startswith("cuda") else QUICK_STEPS
+        steps = default_steps(device)
+        click.echo(steps_note(device), err=True)
     result = run_demo(out_dir, photo=photo, steps=steps, device=device, log=lambda m: click.echo(m, err=True))
     click.echo(f"demo written to {result.out_dir}/")
     for name, file in result.files.items():

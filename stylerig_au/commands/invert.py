@@ -18,11 +18,12 @@ from stylerig_au.errors import StylerigError
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--steps", default=500, show_default=True, type=click.IntRange(1), help="Optimisation steps (CPU demo: 60-80).")
+@click.option("--steps", default=None, type=click.IntRange(1),
+              help="Optimisation steps [default: 500, the full setting, on a GPU; 60, the quick one, on a CPU].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Faces optimised together.")
-@click.option("--lr", default=0.05, show_default=True, type=float, help="Peak Adam learning rate.")
+@click.option("--lr", default=None, type=float, help="Peak Adam learning rate [default: 0.08 up to 120 steps, else 0.05].")
 @click.option("--loss-size", default=256, show_default=True, type=click.IntRange(32), help="Side at which LPIPS and MSE are computed.")
 @click.option("--w-reg", default=0.01, show_default=True, type=float, help="Weight of the keep-W+-near-W penalty.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
@@ -32,7 +33,7 @@ from stylerig_au.errors import StylerigError
 @click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4), help="Detector upsampling (for small faces).")
 @click.option("--overwrite", is_flag=True, help="Redo faces that already have a latent file.")
 def invert(
-    inputs: tuple[Path, ...], out_dir: Path, steps: int, device: str, generator_spec: str, batch_size: int, lr: float,
+    inputs: tuple[Path, ...], out_dir: Path, steps: int | None, device: str, generator_spec: str, batch_size: int, lr: float | None,
     loss_size: int, w_reg: float, seed: int, checkpoint_every: int, aligned: bool, all_faces: bool, upsample: int,
     overwrite: bool,
 ) -> None:
@@ -40,7 +41,7 @@ def invert(
     import torch
 
     from stylerig_au.imageio import list_images
-    from stylerig_au.invert import InvertConfig, invert_files, shard_info
+    from stylerig_au.invert import InvertConfig, default_lr, default_steps, invert_files, shard_info, steps_note
     from stylerig_au.models import load_generator
 
     files = list_images(inputs)
@@ -53,8 +54,11 @@ def invert(
         if not torch.cuda.is_available():
             raise StylerigError("--device cuda requested but CUDA is not available here; use --device cpu")
         torch.cuda.set_device(torch.device(device))
+    if steps is None:
+        steps = default_steps(device)
+        click.echo(steps_note(device), err=True)
     G = load_generator(generator_spec, device=device)
-    config = InvertConfig(steps=steps, lr=lr, loss_size=loss_size, w_reg_weight=w_reg, seed=seed, checkpoint_every=checkpoint_every)
+    config = InvertConfig(steps=steps, lr=default_lr(steps) if lr is None else lr, loss_size=loss_size, w_reg_weight=w_reg, seed=seed, checkpoint_every=checkpoint_every)
     results = invert_files(
         G, files, out_dir, config, batch_size=batch_size, device=device, aligned=aligned, all_faces=all_faces,
         upsample=upsample, overwrite=overwrite, log=lambda m: click.echo(m, err=True),

@@ -33,10 +33,6 @@ from stylerig_au.errors import StylerigError
 LATENT_SUFFIXES = (".pt", ".pth")
 IMAGE_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
-# What a quick CPU inversion uses (as the demo); longer runs use InvertConfig's own learning rate.
-QUICK_STEPS = 60
-QUICK_LR = 0.08
-
 
 @dataclass
 class Subject:
@@ -73,17 +69,15 @@ def is_latent_file(path: str | os.PathLike) -> bool:
 
 
 def quick_config(steps: int | None = None, device: str = "cpu", lr: float | None = None):
-    """The inversion settings of the edit commands: ``steps`` (default: 60 on a CPU, 500 on CUDA) and ``lr``
-    (default: 0.08 for quick runs of at most 120 steps, else InvertConfig's 0.05). Checkpoints are off."""
-    from stylerig_au.invert import InvertConfig
+    """The inversion settings of the edit commands: ``steps`` (default: :func:`~stylerig_au.invert.default_steps`,
+    60 on a CPU, 500 on a GPU) and ``lr`` (default: :func:`~stylerig_au.invert.default_lr`). Checkpoints are off."""
+    from stylerig_au.invert import InvertConfig, default_lr, default_steps
 
     if steps is None:
-        steps = 500 if str(device).startswith("cuda") else QUICK_STEPS
+        steps = default_steps(device)
     if steps < 1:
         raise StylerigError(f"inversion needs at least 1 step, got {steps}")
-    if lr is None:
-        lr = QUICK_LR if steps <= 2 * QUICK_STEPS else InvertConfig.lr
-    return InvertConfig(steps=steps, lr=lr, checkpoint_every=0)
+    return InvertConfig(steps=steps, lr=default_lr(steps) if lr is None else lr, checkpoint_every=0)
 
 
 def check_latent(G, record: dict, name: str = "latent") -> None:
@@ -128,7 +122,8 @@ def load_subject(
     Args:
         G: the generator (protocol); latents must belong to it.
         source: a photo (any format :func:`~stylerig_au.imageio.load_image` reads) or a ``.pt`` latent file.
-        config: :class:`~stylerig_au.invert.InvertConfig` for photos (default :func:`quick_config`).
+        config: :class:`~stylerig_au.invert.InvertConfig` for photos (default :func:`quick_config`: the steps
+            chosen by ``device``, said through ``log`` before a photo is inverted).
         cache_dir: where the photo's latent ``<stem>.pt`` is kept (default: the photo's folder).
         device: where W+ lives and the generator runs.
         lpips_model: perceptual loss for the inversion (default LPIPS-VGG16, loaded only if needed).
@@ -145,7 +140,7 @@ def load_subject(
 
     from stylerig_au.align import FaceTransform
     from stylerig_au.imageio import load_image
-    from stylerig_au.invert import load_latent, sha256_file
+    from stylerig_au.invert import load_latent, sha256_file, steps_note
 
     log = log or (lambda msg: tqdm.write(msg))
     source = Path(source)
@@ -158,6 +153,7 @@ def load_subject(
         return Subject(source, record, source, None, None, False)
 
     photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
+    steps_by_device = config is None
     config = config or quick_config(device=str(device))
     cache = Path(cache_dir) if cache_dir is not None else source.parent
     latent_path = cache / (f"{source.stem}.pt" if face is None else f"{source.stem}_face{face}.pt")
@@ -176,6 +172,8 @@ def load_subject(
         # else: another photo, generator or settings: invert again and replace it
     inverted = record is None
     if inverted:
+        if steps_by_device:
+            log(steps_note(device))
         record = invert_photo(G, source, latent_path, config, device=device, lpips_model=lpips_model,
                               upsample=upsample, face=face, progress=progress, digest=digest)
     record = {**record, "ws": record["ws"].float().to(device)}
