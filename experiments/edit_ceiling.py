@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval_edits import add_face_set_arguments, describe_mapper  # experiments/ is on sys.path when a script runs from it
+from eval_edits import add_face_set_arguments, au_columns_grid, describe_mapper  # experiments/ is on sys.path when a script runs from it
 from stylerig_au.edit.refine import RefineSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.refine import EditRefiner
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.identity_net import load_face_resnet
-    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
+    from stylerig_au.imageio import batch_to_uint8, save_image
     from stylerig_au.metrics import identity_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.perceptual import load_lpips
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['mean_drift']:6.2f} {s['drift_per_unit']:8.3f} {s['mean_identity']:9.2f}")
     grid = out.with_suffix(".png")
     if tiles:
-        save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
+        save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
               "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,

@@ -72,6 +72,16 @@ def add_face_set_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=None)
 
 
+def au_columns_grid(tiles: list, aus: list[int], amount: float, cell: int = 128):
+    """Rows of ``len(aus) + 1`` tiles (the unedited face, then its edit of each AU) as one grid whose columns
+    are labelled 'face', 'AU1 +2', ...: uint8 [H, W, 3]."""
+    from stylerig_au.edit.media import labelled_grid, value_label
+
+    n = len(aus) + 1
+    rows = [tiles[i:i + n] for i in range(0, len(tiles), n)]
+    return labelled_grid(rows, col_labels=["face"] + [f"AU{au} {value_label(amount)}" for au in aus], cell=cell)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.directions import load_default_directions
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
+    from stylerig_au.imageio import batch_to_uint8, save_image
     from stylerig_au.metrics import identity_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
@@ -194,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary, indent=1))
     grid = out.with_suffix(".png")
-    save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
+    save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {
         "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
         **described, "amount": args.amount, "psi": args.psi,

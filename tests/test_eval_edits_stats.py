@@ -200,3 +200,14 @@ def test_eval_edits_refuses_an_expressible_file_that_is_not_one(eval_edits, tmp_
     bad.write_text('{"per_au": {}}')
     assert eval_edits.main(["--expressible", str(bad), "--out", str(tmp_path / "out.json")]) == 2
     assert "expressible_aus.py" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
+
+
+def test_edit_grids_label_their_au_columns(eval_edits):
+    from stylerig_au.edit import media
+
+    tiles = [np.full((16, 16, 3), v, np.uint8) for v in range(6)]  # 2 faces x (unedited, AU1, AU12)
+    grid = eval_edits.au_columns_grid(tiles, [1, 12], 2.0, cell=16)
+    top = media.header_height(16)
+    assert grid.shape == (top + 2 * 20 + 4, 3 * 20 + 4, 3)
+    assert (grid[:top].min(axis=2) < 100).any()  # 'face', 'AU1 +2', 'AU12 +2'
+    assert np.array_equal(grid[top + 24:top + 40, 44:60], tiles[5])  # second face's AU12 edit, bottom right
