@@ -241,7 +241,7 @@ def face_standard_errors(rows: list[dict], aus: set[int]) -> dict[str, float | N
     Each face's edits are averaged first (the faces are the independent samples; its 17 edits share
     one face), then the standard error of those per-face means is taken. None with fewer than 2 faces.
     """
-    from compare_edit_evals import per_face_means  # experiments/ is on sys.path when a script runs from it
+    from compare_runs import per_face_means  # experiments/ is on sys.path when a script runs from it
 
     out: dict[str, float | None] = {}
     for key, name in (("drift", "expressed_drift_se_over_faces"), ("identity_distance", "expressed_identity_se_over_faces")):
