@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import LEARNING_RATE
 from stylerig_au.errors import StylerigError
 
 AU_HELP = ("AU change or target; repeatable, comma lists allowed. Changes: 12=+2 (AU12 up 2 intensity steps on the "
@@ -38,7 +39,7 @@ def common_options(f: Callable) -> Callable:
                      help="Generator name or checkpoint path (must be the one the latent / directions were made for)."),
         click.option("--steps", type=click.IntRange(1), default=None,
                      help="Inversion steps for a photo [default: 60 on a CPU, 500 on CUDA]."),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+        click.option("--lr", type=LEARNING_RATE, default=None,
                      help="Inversion learning rate [default: 0.08 up to 120 steps, else 0.05]."),
         click.option("--latent-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Where a photo's latent <stem>.pt is cached and reused [default: the output's folder]."),

@@ -17,20 +17,21 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import FiniteFloat, PSI
 from stylerig_au.errors import StylerigError
 
 
 @click.command(name="calibrate-mapper")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Calibrated mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mapper file to calibrate [default: the bundled one].")
-@click.option("--probes", default=8, show_default=True, type=click.IntRange(1), help="Probe faces each test edit is measured on.")
-@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1), help="Measure-and-rescale rounds per AU.")
-@click.option("--step", default=2.0, show_default=True, type=click.FloatRange(0, min_open=True), help="AU change of the test edits.")
+@click.option("--probes", default=8, show_default=True, type=click.IntRange(1, 10000), help="Probe faces each test edit is measured on.")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 100), help="Measure-and-rescale rounds per AU.")
+@click.option("--step", default=2.0, show_default=True, type=FiniteFloat(0, 5, min_open=True), help="AU change of the test edits.")
 @click.option("--estimator", type=click.Choice(["openface", "student"]), default="openface", show_default=True,
               help="AU estimator that measures the probe edits: OpenFace, or the student the mapper was trained with "
                    "(keeps OpenFace an independent judge).")
-@click.option("--max-gain", default=2.5, show_default=True, type=click.FloatRange(1), help="Largest gain an AU may get (weak AUs stop there).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the probe latents.")
+@click.option("--max-gain", default=2.5, show_default=True, type=FiniteFloat(1, 100), help="Largest gain an AU may get (weak AUs stop there).")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the probe latents.")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, source_argument, start
+from stylerig_au.commands._numbers import FiniteFloat
 
 
 @click.command()
@@ -24,7 +25,7 @@ from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, 
 @click.option("--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="STEPS",
               help="Then refine the edit for this face with STEPS optimisation steps against the student AU "
                    "detector: other AUs and identity move less (about 1.5 s a step on a CPU; 20 is a good start).")
-@click.option("--refine-colour", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="WEIGHT",
+@click.option("--refine-colour", type=FiniteFloat(0, 1e6), default=0.0, show_default=True, metavar="WEIGHT",
               help="With --refine: also keep the colours inside the edited region (try 20: it removes the red lips "
                    "or white beard some mouth edits get; measured on 5 faces only).")
 @common_options

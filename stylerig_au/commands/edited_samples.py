@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import THREADS, WORKERS
 from stylerig_au.errors import StylerigError
 
 
@@ -26,9 +27,9 @@ from stylerig_au.errors import StylerigError
                    "0 = the mapper's edit). Each face then gets one single-AU request, gain 1, as `edit --refine` is used.")
 @click.option("--refine-student", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student the refinement runs against [default: the bundled one].")
 @click.option("--seed-start", default=None, type=click.IntRange(0), help="First seed [default: 6,000,000, away from every other seed range the tools use].")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="CPU processes side by side (one per core).")
+@click.option("--workers", default=1, show_default=True, type=WORKERS, help="CPU processes side by side (one per core).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator to sample and edit.")
 def edited_samples(folder: Path, num: int, mapper_path: Path | None, refine_at: tuple[int, ...], refine_student: Path | None,
                    seed_start: int | None, workers: int, device: str, threads: int | None, generator_spec: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import PSI
 from stylerig_au.errors import StylerigError
 
 
@@ -20,7 +21,7 @@ from stylerig_au.errors import StylerigError
 @click.option("--generated", type=click.IntRange(1), default=None, help="Evaluate on N generated faces instead of photos.")
 @click.option("--seed-start", default=2_000_000, show_default=True, type=click.IntRange(0),
               help="First seed of the generated faces (held out from learning).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation of generated faces.")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of generated faces.")
 @click.option("--edits", "edits_text", required=True,
               help="Edits separated by ';', each in the --au syntax: '12=+2;4=+2;smile=1' (12=+2,6=+1 is one two-AU "
                    "edit; 4=@3 an absolute target).")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import PSI
 from stylerig_au.errors import StylerigError
 
 MAX_SEED = 2**32 - 1
@@ -53,7 +54,7 @@ def make_grid(images, columns: int | None = None):
 
 @click.command()
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds to render: ranges and lists, e.g. '0-7' or '1,5,9'.")
-@click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi (1 = none, 0 = the average face).")
+@click.option("--psi", type=PSI, default=0.7, show_default=True, help="Truncation psi (1 = none, 0 = the average face).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder for seed####.png and grid.png (created if missing).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
@@ -74,8 +75,6 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
     from stylerig_au.models import load_generator, seed_to_z
 
     seed_list = parse_seeds(seeds)
-    if not math.isfinite(psi):
-        raise StylerigError(f"--psi must be a finite number (usually 0.5-1), got {psi}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if out_dir.exists() and not out_dir.is_dir():

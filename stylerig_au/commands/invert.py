@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED
 from stylerig_au.errors import StylerigError
 
 
@@ -21,11 +22,11 @@ from stylerig_au.errors import StylerigError
 @click.option("--steps", default=500, show_default=True, type=click.IntRange(1), help="Optimisation steps (CPU demo: 60-80).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Faces optimised together.")
-@click.option("--lr", default=0.05, show_default=True, type=float, help="Peak Adam learning rate.")
-@click.option("--loss-size", default=256, show_default=True, type=click.IntRange(32), help="Side at which LPIPS and MSE are computed.")
-@click.option("--w-reg", default=0.01, show_default=True, type=float, help="Weight of the keep-W+-near-W penalty.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024), help="Faces optimised together.")
+@click.option("--lr", default=0.05, show_default=True, type=LEARNING_RATE, help="Peak Adam learning rate.")
+@click.option("--loss-size", default=256, show_default=True, type=click.IntRange(32, 1024), help="Side at which LPIPS and MSE are computed.")
+@click.option("--w-reg", default=0.01, show_default=True, type=FiniteFloat(0, 1e6), help="Weight of the keep-W+-near-W penalty.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed.")
 @click.option("--checkpoint-every", default=50, show_default=True, type=click.IntRange(0), help="Steps between resumable checkpoints (0: none).")
 @click.option("--aligned", is_flag=True, help="Inputs are already FFHQ-aligned square faces: skip detection.")
 @click.option("--all-faces", is_flag=True, help="Invert every face of each photo (<stem>_face<k>).")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import PSI, WORKERS
 from stylerig_au.errors import StylerigError
 
 PROBE_SEED_START = 1_000_000  # probe latents come from seeds no training sample uses
@@ -27,8 +28,8 @@ def default_data_dir(generator: str) -> Path:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Sample dataset folder (built or extended here; resumable). Default: <asset cache>/../datasets/au-samples-<generator>.")
 @click.option("--samples", "num_samples", default=2016, show_default=True, type=click.IntRange(50), help="Labelled generator samples to learn from.")
-@click.option("--build-workers", default=1, show_default=True, type=click.IntRange(1), help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation of the sampled w.")
+@click.option("--build-workers", default=1, show_default=True, type=WORKERS, help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the sampled w.")
 @click.option("--probes", default=6, show_default=True, type=click.IntRange(1), help="Held-out latents each test edit is measured on.")
 @click.option("--condition-aus/--no-condition-aus", default=False, show_default=True,
               help="Also keep the other AUs' read-outs fixed (less drift, but most AUs then barely move in "

@@ -13,7 +13,7 @@ from stylerig_au.errors import StylerigError
 @click.command()
 @click.argument("first", type=click.Path(exists=True, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, path_type=Path))
-@click.option("--size", default=256, show_default=True, type=click.IntRange(16), help="Both images are resized to size² first.")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Both images are resized to size² first.")
 @click.option("--no-identity", is_flag=True, help="Skip the dlib identity distance.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def metrics(first: Path, second: Path, size: int, no_identity: bool, as_json: bool) -> None:

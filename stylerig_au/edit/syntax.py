@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from stylerig_au.edit.spec import AU, Edit, presets
+from stylerig_au.edit.spec import AU, Edit, check_scale, presets
 from stylerig_au.errors import StylerigError
 
 _TARGET = re.compile(r"^(?P<au>[^=:@\s]+)\s*[=:]\s*@\s*(?P<value>[+-]?(?:\d+\.?\d*|\.\d+))$")
@@ -70,7 +70,8 @@ def parse_edit_options(aus: Sequence[str] = (), preset_names: Sequence[str] = ()
     """All ``--au`` and ``--preset`` values, added up into one Edit.
 
     Raises:
-        StylerigError: nothing given, or any value that :func:`parse_au_option` / :func:`parse_preset_option` rejects.
+        StylerigError: nothing given, any value that :func:`parse_au_option` / :func:`parse_preset_option` rejects,
+            or an AU whose changes add up to more than ±5 (the width of the 0–5 scale, as targets are bounded by it).
     """
     if not aus and not preset_names:
         raise StylerigError("nothing to edit; give --au (e.g. --au 12=+2) and/or --preset (e.g. --preset smile)")
@@ -79,7 +80,7 @@ def parse_edit_options(aus: Sequence[str] = (), preset_names: Sequence[str] = ()
         edit = edit + parse_au_option(text)
     for text in preset_names:
         edit = edit + parse_preset_option(text)
-    return edit
+    return check_scale(edit)
 
 
 def parse_number_list(text: str, what: str) -> list[float]:
