@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             edit_aus = label_images(edit_u8, detector)["aus"][0]
             change = edit_aus - base_aus
             k = det_aus.index(au)
-            ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"))[0])
+            ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"), shared_frame=True)[0])
             rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
                          "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident,
                          "changes": {str(a): round(float(c), 4) for a, c in zip(det_aus, change)}})

@@ -118,7 +118,7 @@ def run_demo(
 
     tick = time.perf_counter()
     result.metrics["lpips_vgg_256"] = float(lpips(aligned_face, recon)[0])
-    result.metrics["identity_distance"] = float(identity_distance(aligned_face, recon)[0])
+    result.metrics["identity_distance"] = float(identity_distance(aligned_face, recon, shared_frame=True)[0])
     result.seconds["metrics"] = time.perf_counter() - tick
 
     cells = [original, aligned_face, recon, pasted]

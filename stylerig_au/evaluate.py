@@ -114,7 +114,7 @@ def default_instruments(device: str | torch.device = "cpu") -> Instruments:
         from stylerig_au.metrics import identity_distance
 
         try:
-            return float(identity_distance(_downsample(a, IDENTITY_SIZE), _downsample(b, IDENTITY_SIZE))[0])
+            return float(identity_distance(_downsample(a, IDENTITY_SIZE), _downsample(b, IDENTITY_SIZE), shared_frame=True)[0])
         except StylerigError:  # no face in either image
             return math.nan
 

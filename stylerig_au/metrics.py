@@ -150,11 +150,16 @@ def face_descriptor(image: np.ndarray, box: tuple[int, int, int, int] | None = N
     return np.asarray(_face_rec().compute_face_descriptor(image, shape), np.float64)
 
 
-def identity_distance(a, b) -> np.ndarray:
+def identity_distance(a, b, shared_frame: bool = False) -> np.ndarray:
     """Euclidean distance between dlib face descriptors of paired images, float64 [N].
 
-    Both images of a pair are usually in the same frame (photo and its reconstruction), so when
-    dlib finds no face in one of them, the other's face box is used for it.
+    Each image's face is found in that image. ``shared_frame``: the two images of a pair are known to
+    show the face in the same place (a rendered face and its edit, a photo and its reconstruction),
+    so when dlib finds no face in one of them, the other's face box is used for it.
+
+    Raises:
+        StylerigError: a pair whose images differ in number, or (without ``shared_frame``) an image
+            without a face, named 'the first' / 'the second'; with it, a pair with no face in either.
     """
     from stylerig_au.align import detect_faces
 
@@ -166,6 +171,9 @@ def identity_distance(a, b) -> np.ndarray:
         dx, dy = detect_faces(x, 1), detect_faces(y, 1)
         if not dx and not dy:
             raise StylerigError("identity distance: no face found in either image")
+        if not shared_frame and not (dx and dy):
+            which = "first" if not dx else "second"
+            raise StylerigError(f"identity distance: no face found in the {which} image")
         bx = dx[0][0] if dx else dy[0][0]
         by = dy[0][0] if dy else bx
         out.append(float(np.linalg.norm(face_descriptor(x, bx) - face_descriptor(y, by))))
