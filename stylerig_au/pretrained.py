@@ -384,12 +384,22 @@ def path(name: str, explicit: str | os.PathLike | None = None, fetch: bool = Tru
 
 
 def fetch(name: str, accept_license: bool = False, force: bool = False) -> Path:
-    """Fetch (if needed) and convert one asset; ``force`` re-converts even if it is cached."""
+    """Fetch (if needed) and convert one asset; ``force`` re-converts even if it is cached.
+
+    The cached copy is only replaced once its replacement is converted and hashed: when the source
+    cannot be fetched or converted, the old working file is still there (and the AssetError says so).
+    """
     asset = get(name)
-    if force:
-        for stale in (cache_dir() / asset.filename, _sidecar_path(cache_dir() / asset.filename)):
-            stale.unlink(missing_ok=True)
-    return path(name, accept_license=accept_license)
+    if not force:
+        return path(name, accept_license=accept_license)
+    raw = _raw_source_in_search_path(asset)
+    try:
+        return _convert_from_raw(asset, raw) if raw is not None else _fetch_and_convert(asset, accept_license)
+    except AssetError as err:
+        cached = cache_dir() / asset.filename
+        if cached.is_file():
+            raise AssetError(f"{err}; the cached {cached.name} was left as it was") from None
+        raise
 
 
 def source_archive(name: str) -> Path:
@@ -462,6 +472,9 @@ def _run_converter(asset: Asset, members: dict[str, Path], source_label: str, so
     except Exception as err:  # a corrupt raw file: name the asset, keep the message to one line
         partial.unlink(missing_ok=True)
         raise AssetError(f"{asset.name}: converting {source_label} failed ({type(err).__name__}: {err}); re-download it with 'stylerig-au pretrained fetch --force {asset.name}'") from err
+    if not partial.is_file() or partial.stat().st_size == 0:
+        partial.unlink(missing_ok=True)
+        raise AssetError(f"{asset.name}: converting {source_label} gave no data; re-download it with 'stylerig-au pretrained fetch --force {asset.name}'")
     meta = {
         "asset": asset.name,
         "source": source_label,
