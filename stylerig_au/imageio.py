@@ -117,9 +117,30 @@ def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, value_
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise StylerigError(f"{path}: unknown image suffix {path.suffix!r}; use .png or .jpg")
-    with atomic_path(path) as tmp:
+    size = (arr.shape[1], arr.shape[0])
+    with atomic_path(path, verify=lambda tmp: check_image_file(tmp, size)) as tmp:
         Image.fromarray(arr).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return path
+
+
+def check_image_file(path: str | os.PathLike, size: tuple[int, int], duration_ms: int | None = None) -> None:
+    """Raise ValueError unless ``path`` decodes completely (every frame) as an image of ``size`` (width, height).
+
+    ``duration_ms``: for an animation, the total play time its frames must add up to (Pillow merges
+    identical neighbouring frames into one longer frame, so the time, not the count, is checked).
+    Pillow's own errors for a truncated file pass through.
+    """
+    total = 0
+    with Image.open(path) as img:
+        for k in range(getattr(img, "n_frames", 1)):
+            img.seek(k)
+            img.load()
+            total += int(img.info.get("duration", 0))
+        if img.size != tuple(size):
+            raise ValueError(f"read back {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]}")
+    # GIF stores centiseconds: each frame may be rounded by up to 5 ms
+    if duration_ms is not None and abs(total - duration_ms) > 5 * max(1, getattr(img, "n_frames", 1)):
+        raise ValueError(f"its frames last {total} ms, expected {duration_ms} ms")
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

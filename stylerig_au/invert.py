@@ -322,13 +322,18 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def save_latent(path: str | os.PathLike, record: dict) -> Path:
-    """Write a latent record (see the module docstring) atomically."""
-    from stylerig_au.imageio import atomic_path
+    """Write a latent record (see the module docstring) atomically, read back before the rename.
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
-    return path
+    Raises StylerigError for a record whose W+ (``ws``) is not finite (a diverged optimisation): such a
+    latent renders noise, so it is never written.
+    """
+    from stylerig_au.fileio import atomic_torch_save
+
+    ws = record.get("ws")
+    if isinstance(ws, torch.Tensor) and not bool(torch.isfinite(ws).all()):
+        raise StylerigError(f"{Path(path).name}: the inversion diverged (non-finite W+); nothing was written; "
+                            "try a smaller --lr or --w-reg")
+    return atomic_torch_save(path, record)
 
 
 def load_latent(path: str | os.PathLike) -> dict:
@@ -541,15 +546,24 @@ def invert_files(
             seconds = (time.perf_counter() - t0) / len(jobs)
             for i, (job, item) in enumerate(zip(jobs, final_state.split())):
                 per = {k: float(v[i]) for k, v in losses.items()}
-                latent = save_latent(out_dir / f"{job.stem}.pt", latent_record(G, job, item, per, config, before[i] + seconds))
                 recon_img = to_uint8(recon[i].clamp(-1, 1))
-                recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img)
+                try:  # a diverged latent or a failed write (full disk) fails this face only
+                    latent = save_latent(out_dir / f"{job.stem}.pt", latent_record(G, job, item, per, config, before[i] + seconds))
+                    recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img)
+                except StylerigError as err:
+                    results.append(FileResult(job.source, job.stem, "error", str(err)))
+                    log(f"error: {job.source}: {err}")
+                    continue
                 (out_dir / f"{job.stem}.ckpt.pt").unlink(missing_ok=True)
                 results.append(FileResult(job.source, job.stem, "done", "", latent, recon_path, before[i] + seconds, per))
                 grid_rows.extend([job.photo, job.image, recon_img])
     if grid_name and grid_rows:
         name = grid_name if world == 1 else f"{Path(grid_name).stem}_rank{rank}{Path(grid_name).suffix}"
-        save_image(out_dir / name, make_grid(grid_rows, ncols=3))
+        try:
+            save_image(out_dir / name, make_grid(grid_rows, ncols=3))
+        except StylerigError as err:
+            results.append(FileResult(str(out_dir / name), None, "error", str(err)))
+            log(f"error: {err}")
     return results
 
 

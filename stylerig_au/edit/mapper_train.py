@@ -312,7 +312,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         ``{"history": [per-step mean losses], "first" / "last": means over the first / last ``span`` steps,
         "seconds": training time, "world": processes}``.
     """
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
 
     settings.check()
     log = log or (lambda m: None)
@@ -343,8 +343,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
 
     def save(step: int) -> None:
         if d.main:
-            with atomic_path(checkpoint) as tmp:
-                torch.save(_state(mapper, opt, step, settings, history), tmp)
+            atomic_torch_save(checkpoint, _state(mapper, opt, step, settings, history))
 
     bar = None
     if progress and d.main:
