@@ -110,16 +110,32 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Path:
-    """Write an image (see :func:`to_uint8` for accepted inputs) atomically; format from the suffix."""
+def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0),
+               provenance: dict | None = None) -> Path:
+    """Write an image (see :func:`to_uint8` for accepted inputs) atomically; format from the suffix.
+
+    ``provenance``: what made it (a JSON-able dict), stored in a PNG text chunk so that a later run can
+    tell its own file from someone else's (:mod:`stylerig_au.outputs`); ignored for other formats.
+    The file is decoded back before it replaces ``path``.
+    """
     path = Path(path)
     arr = to_uint8(image, value_range)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise StylerigError(f"{path}: unknown image suffix {path.suffix!r}; use .png or .jpg")
+    options: dict = {"quality": 95} if fmt == "JPEG" else {}
+    if provenance is not None and fmt == "PNG":
+        import json
+
+        from PIL.PngImagePlugin import PngInfo
+
+        from stylerig_au.outputs import PROVENANCE_KEY
+
+        options["pnginfo"] = PngInfo()
+        options["pnginfo"].add_text(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True))
     size = (arr.shape[1], arr.shape[0])
     with atomic_path(path, verify=lambda tmp: check_image_file(tmp, size)) as tmp:
-        Image.fromarray(arr).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        Image.fromarray(arr).save(tmp, format=fmt, **options)
     return path
 
 

@@ -145,9 +145,13 @@ def test_invert_files_outputs_errors_and_resume(tiny_stylegan2, cheap, photos, t
     assert again_results[0].status == "skipped" and (out / "astro.pt").stat().st_mtime_ns == mtime
     # a reused latent reports the optimisation time and losses it was made with
     assert rec["seconds"] > 0 and again_results[0].seconds == rec["seconds"] and again_results[0].losses == rec["losses"]
-    # other settings: the old latent is not reused
+    # other settings: the old latent is neither reused nor replaced, unless asked (--overwrite)
     longer = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, _cfg(steps=7, checkpoint_every=2),
                                  lpips_model=cheap, progress=False, log=lambda m: None)
+    assert longer[0].status == "error" and "other settings (6 steps" in longer[0].message
+    assert (out / "astro.pt").stat().st_mtime_ns == mtime
+    longer = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, _cfg(steps=7, checkpoint_every=2),
+                                 lpips_model=cheap, progress=False, log=lambda m: None, overwrite=True)
     assert longer[0].status == "done" and invert.load_latent(out / "astro.pt")["steps"] == 7
 
 

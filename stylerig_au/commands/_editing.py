@@ -48,6 +48,9 @@ def common_options(f: Callable) -> Callable:
         click.option("--face", type=click.IntRange(0), default=None,
                      help="For a photo with several faces: edit face K (0 = leftmost; `align --all-faces` writes each)."),
         click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace a cached latent <stem>.pt that cannot be reused (another photo's, other --steps/--lr, "
+                          "or not a latent at all); without it that is an error, before any inversion."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -66,8 +69,14 @@ class Session:
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
           device: str, face: int | None = None, measures: bool = False, refine: int = 0,
-          refine_colour: float = 0.0) -> Session:
+          refine_colour: float = 0.0, overwrite: bool = False, extra_outputs: tuple[Path | None, ...] = ()) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
+
+    First, before anything loads, the outputs (``out``, ``extra_outputs`` and a photo's latent cache
+    file) are checked against the inputs: none may be an input (:mod:`stylerig_au.outputs`). ``out`` is
+    the declared output, so an existing file there is replaced; the latent cache only per the
+    overwrite rule (``overwrite``; a cached latent is reused whatever its settings unless
+    ``steps``/``lr`` were given).
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
@@ -77,7 +86,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.editor import Editor
-    from stylerig_au.edit.photo import OpenFaceMeasure, is_latent_file, load_subject, quick_config
+    from stylerig_au.edit.photo import OpenFaceMeasure, is_latent_file, latent_cache_path, load_subject, quick_config
     from stylerig_au.models import load_generator
 
     if mapper_path is not None and method != "mapper":
@@ -88,6 +97,11 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         raise StylerigError(f"{source} is a folder; give one photo or latent file")
     if out.exists() and out.is_dir():
         raise StylerigError(f"--out {out} is a folder; give a file name")
+    from stylerig_au.outputs import refuse_inputs_as_outputs
+
+    cache = None if is_latent_file(source) else latent_cache_path(source, latent_dir if latent_dir is not None else out.parent, face)
+    generator_file = Path(generator_spec) if Path(generator_spec).is_file() else None
+    refuse_inputs_as_outputs([out, *extra_outputs, cache], [source, mapper_path, directions_path, generator_file])
     use_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = None
@@ -118,7 +132,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     editor.check_aus(aus_in_use)
     config = quick_config(steps, device, lr)
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
-                           device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True))
+                           device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True),
+                           any_settings=steps is None and lr is None, overwrite=overwrite)
     if subject.inverted:
         click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
                    f"-> {subject.latent_path}", err=True)

@@ -57,7 +57,7 @@ def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out:
     if refine_colour > 0 and refine == 0:
         raise click.UsageError("--refine-colour needs --refine STEPS")
     session = start(source, out, aus_in_use=list(change), measures=not change.is_relative, refine=refine,
-                    refine_colour=refine_colour, **options)
+                    refine_colour=refine_colour, extra_outputs=(face_out,), **options)
     subject = session.subject
     with tqdm(total=2, desc="edit", unit="step", leave=False) as bar:
         face = render_face(session.editor, subject, change)

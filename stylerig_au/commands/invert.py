@@ -3,6 +3,8 @@
 Writes ``<stem>.pt`` (latent file, format in :mod:`stylerig_au.invert`) and ``<stem>_recon.png``
 per face, and ``grid.png`` (photo | aligned | reconstruction, one row per face). Bad photos print
 one ``error: FILE: ...`` line each and make the exit status 1; the others are still inverted.
+Existing files follow the overwrite rule of :mod:`stylerig_au.outputs`; files invert wrote itself
+are not inverted again when ``--out`` is also an input folder.
 Works unchanged under ``torchrun`` (photos sharded across processes, one GPU each).
 """
 
@@ -31,7 +33,9 @@ from stylerig_au.errors import StylerigError
 @click.option("--aligned", is_flag=True, help="Inputs are already FFHQ-aligned square faces: skip detection.")
 @click.option("--all-faces", is_flag=True, help="Invert every face of each photo (<stem>_face<k>).")
 @click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4), help="Detector upsampling (for small faces).")
-@click.option("--overwrite", is_flag=True, help="Redo faces that already have a latent file.")
+@click.option("--overwrite", is_flag=True, help="Redo faces whose <stem>.pt exists (another photo's latent, other settings, "
+              "or not a latent) and replace files invert did not make; without it such a face is an error and the "
+              "others go on. A latent of the same photo with the same settings is always reused.")
 def invert(
     inputs: tuple[Path, ...], out_dir: Path, steps: int, device: str, generator_spec: str, batch_size: int, lr: float,
     loss_size: int, w_reg: float, seed: int, checkpoint_every: int, aligned: bool, all_faces: bool, upsample: int,
