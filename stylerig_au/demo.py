@@ -61,8 +61,12 @@ def run_demo(
     steps: int = QUICK_STEPS,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Run every available stage on one photo; write results into ``out_dir``.
+
+    The photo is never written over (StylerigError before any work when an output would be it); its
+    latent follows :func:`stylerig_au.invert.invert_files`'s overwrite rule (``overwrite``).
 
     Args:
         out_dir: output folder (created).
@@ -90,6 +94,10 @@ def run_demo(
             save_image(photo_path, astronaut_photo(), value_range=(0, 255))
     else:
         photo_path = Path(photo)
+        from stylerig_au.outputs import refuse_inputs_as_outputs
+
+        refuse_inputs_as_outputs([out / f"{photo_path.stem}{suffix}" for suffix in ("_aligned.png", "_pasted.png", ".pt", "_recon.png")]
+                                 + [out / "demo_grid.png", out / "demo_summary.json"], [photo_path])
     original = load_image(photo_path)
     result.files["photo"] = photo_path
 
@@ -100,7 +108,8 @@ def run_demo(
 
     tick = time.perf_counter()
     config = InvertConfig(steps=steps, lr=QUICK_LR)
-    (inverted,) = invert_files(G, [photo_path], out, config, batch_size=1, device=device, log=log, grid_name=None)
+    (inverted,) = invert_files(G, [photo_path], out, config, batch_size=1, device=device, log=log, grid_name=None,
+                               overwrite=overwrite)
     if inverted.status == "error":
         raise StylerigError(inverted.message)
     result.seconds["align + invert"] = time.perf_counter() - tick

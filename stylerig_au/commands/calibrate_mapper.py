@@ -19,6 +19,7 @@ import click
 
 from stylerig_au.commands._numbers import FiniteFloat, PSI
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 @click.command(name="calibrate-mapper")
@@ -50,6 +51,7 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
+    refuse_inputs_as_outputs([out], [mapper_path, Path(generator_spec)])  # the overwrite rule, before any work
     use_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = load_default_mapper(G, mapper_path, device=device)

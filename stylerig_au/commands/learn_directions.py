@@ -12,6 +12,7 @@ import click
 
 from stylerig_au.commands._numbers import PSI, WORKERS
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 PROBE_SEED_START = 1_000_000  # probe latents come from seeds no training sample uses
 
@@ -50,6 +51,7 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
 
     if out_file.suffix != ".pt":
         raise StylerigError(f"--out {out_file}: the directions file must end in .pt")
+    refuse_inputs_as_outputs([out_file], [Path(generator_spec)])  # the overwrite rule, before any work
     G = load_generator(generator_spec, device=device)
     detector = make_detector("openface", accept_license=accept_license).to(device)
     data_dir = data_dir or default_data_dir(G.name)

@@ -17,6 +17,7 @@ import click
 
 from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED, THREADS, WORKERS
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -55,6 +56,7 @@ def train_detector(data_dir: Path | None, build: int | None, edited_dirs: tuple[
         raise click.UsageError("give the training data: --data DIR (plain samples) and/or --edited DIR (edited samples)")
     if build and data_dir is None:
         raise click.UsageError("--build makes plain samples in the --data folder; give --data DIR")
+    refuse_inputs_as_outputs([out], [init_path, Path(generator_spec)])  # the overwrite rule, before any work
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -20,6 +20,7 @@ import click
 
 from stylerig_au.commands._numbers import LEARNING_RATE, PSI, THREADS
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -92,6 +93,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
+    refuse_inputs_as_outputs([out], [init_path, directions_path, student_path, Path(generator_spec)])  # before any work
     if threads:
         torch.set_num_threads(threads)
     use_device(device)  # under torchrun each process then takes its own GPU (mapper_train.init_distributed)
