@@ -189,7 +189,10 @@ def make_grid(images: Sequence[np.ndarray | torch.Tensor], ncols: int | None = N
 
 
 def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (their image files, sorted, not recursive) into a list of paths."""
+    """Expand files and folders (their image files, sorted, not recursive) into a list of paths.
+
+    A file named twice (also as ``./x`` or through a folder, a symlink) is listed once, where it first appears.
+    """
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -197,4 +200,11 @@ def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
         else:
             out.append(p)
-    return out
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique

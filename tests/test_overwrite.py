@@ -283,3 +283,13 @@ def test_generate_replaces_only_its_own_images(tmp_path, tiny_ckpt, capsys):
     assert main(base) == 0  # its own files, same settings
     assert main([*base, "--psi", "0.5"]) == 1
     _one_error_line(capsys, "seed0000.png already exists and generate did not make it with these settings")
+
+
+def test_a_photo_named_twice_is_one_input(tmp_path):
+    from stylerig_au.imageio import list_images
+
+    photo = tmp_path / "me.png"
+    photo.write_bytes(b"x")
+    os.symlink(photo, tmp_path / "alias.jpg")
+    listed = list_images([photo, tmp_path / "." / "me.png", tmp_path])
+    assert listed == [photo]  # the symlink resolves to the same file too
