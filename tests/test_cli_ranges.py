@@ -70,3 +70,11 @@ def test_cli_refuses_huge_changes_in_one_line(argv, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "outside ±5" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_edits_are_bounded_too():
+    from stylerig_au.evaluate import parse_edits
+
+    with pytest.raises(StylerigError, match="--edits item '12=\\+50'.*outside ±5"):
+        parse_edits("4=+2;12=+50")
+    assert len(parse_edits("4=+2;12=+5")) == 2

@@ -31,7 +31,8 @@ def parse_au_option(text: str) -> Edit:
     """One ``--au`` value (see the module docstring) -> Edit.
 
     Raises:
-        StylerigError: empty text, a malformed item (the message shows the syntax), an unknown AU or name.
+        StylerigError: empty text, a malformed item (the message shows the syntax), an unknown AU or name,
+            or changes of one AU adding up to more than ±5.
     """
     items = [t for t in re.split(r"[,\s]+", re.sub(r"\s*([=:@])\s*", r"\1", text.strip())) if t]
     if not items:
@@ -49,7 +50,7 @@ def parse_au_option(text: str) -> Edit:
                 edit = edit + Edit.parse(item)
             except StylerigError as err:
                 raise StylerigError(f"--au '{item}': {err}; changes are AU=+N (e.g. 12=+2), targets AU=@N (e.g. 4=@3)") from None
-    return edit
+    return check_scale(edit)
 
 
 def parse_preset_option(text: str) -> Edit:
