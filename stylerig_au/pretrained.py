@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
 
-from stylerig_au.errors import AssetError
+from stylerig_au.errors import AssetError, StylerigError
 
 ENV_SEARCH_PATH = "STYLERIG_AU_PRETRAINED_PATH"
 ENV_CACHE = "STYLERIG_AU_CACHE"
@@ -484,8 +484,16 @@ def _run_converter(asset: Asset, members: dict[str, Path], source_label: str, so
         "format_version": asset.format_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # the new sidecar is written (and read back) first, so that only two renames are left to do once
+    # the asset itself is complete: a full disk never leaves a new file with an old sidecar, or none
+    sidecar_partial = _sidecar_path(out).with_name(_sidecar_path(out).name + ".partial")
+    try:
+        _atomic_write_text(sidecar_partial, json.dumps(meta, indent=2) + "\n")
+    except StylerigError as err:
+        partial.unlink(missing_ok=True)
+        raise AssetError(f"{asset.name}: {err}") from None
     os.replace(partial, out)
-    _atomic_write_text(_sidecar_path(out), json.dumps(meta, indent=2) + "\n")
+    os.replace(sidecar_partial, _sidecar_path(out))
     return out
 
 

