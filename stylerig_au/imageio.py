@@ -67,7 +67,7 @@ def to_uint8(image: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
     """uint8 [H, W, 3] from a uint8 array (returned as is), or a float array/tensor.
 
     Float inputs are [H, W, 3] arrays or [3, H, W] / [1, 3, H, W] tensors with values in
-    ``value_range`` (the generator's [-1, 1] by default).
+    ``value_range`` (the generator's [-1, 1] by default); a nan or inf among them is a StylerigError.
     """
     if isinstance(image, torch.Tensor):
         t = image.detach().float().cpu()
@@ -84,6 +84,8 @@ def to_uint8(image: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
             if arr.ndim == 2:
                 arr = np.repeat(arr[..., None], 3, axis=2)
             return arr
+    if not np.isfinite(arr).all():  # a diverged render: writing it would report noise as success
+        raise StylerigError("the image has non-finite pixel values (nan/inf): the render diverged; nothing was written")
     lo, hi = value_range
     arr = (arr.astype(np.float64) - lo) / (hi - lo) * 255.0
     arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
@@ -98,6 +100,8 @@ def batch_to_uint8(images: torch.Tensor) -> np.ndarray:
     """uint8 numpy [N, H, W, 3] from a float tensor batch [N, 3, H, W] in [-1, 1] (clipped, rounded)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise StylerigError(f"expected an image batch tensor [N, 3, H, W], got {tuple(getattr(images, 'shape', ()))}")
+    if not bool(torch.isfinite(images).all()):
+        raise StylerigError("the images have non-finite pixel values (nan/inf): the render diverged")
     u8 = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return u8.permute(0, 2, 3, 1).cpu().numpy()
 

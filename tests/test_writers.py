@@ -128,3 +128,13 @@ def test_a_diverged_latent_is_never_written(tiny_stylegan2, tmp_path):
     with pytest.raises(StylerigError, match="diverged"):
         save_latent(tmp_path / "face.pt", record)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverged_render_is_never_saved(tmp_path):
+    bad = torch.zeros(3, 8, 8)
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(StylerigError, match="non-finite pixel values"):
+        imageio.save_image(tmp_path / "x.png", bad)
+    with pytest.raises(StylerigError, match="non-finite pixel values"):
+        imageio.batch_to_uint8(bad[None])
+    assert list(tmp_path.iterdir()) == []
