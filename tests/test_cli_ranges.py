@@ -78,3 +78,12 @@ def test_evaluate_edits_are_bounded_too():
     with pytest.raises(StylerigError, match="--edits item '12=\\+50'.*outside ±5"):
         parse_edits("4=+2;12=+50")
     assert len(parse_edits("4=+2;12=+5")) == 2
+
+
+@pytest.mark.parametrize("command,option", [("edited-samples", ["--seed-start", str(2**40)]), ("edited-samples", ["--refine-at", "100000"]),
+                                            ("evaluate", ["--seed-start", "-1"]), ("train-detector", ["--batch", "10000000"]),
+                                            ("train-mapper", ["--batch", "10000000"])])
+def test_seeds_and_batches_are_bounded(command, option, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([command, *POSITIONAL[command], *option]) != 0
+    assert option[0] in capsys.readouterr().err and list(tmp_path.iterdir()) == []

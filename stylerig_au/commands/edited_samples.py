@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from stylerig_au.commands._numbers import THREADS, WORKERS
+from stylerig_au.commands._numbers import SEED, THREADS, WORKERS
 from stylerig_au.errors import StylerigError
 
 
@@ -22,11 +22,11 @@ from stylerig_au.errors import StylerigError
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--num", required=True, type=click.IntRange(1), help="Faces (seeds) in the dataset, rounded up to whole chunks of 16; an existing dataset is extended or resumed.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="AU mapper making the edits [default: the bundled one].")
-@click.option("--refine-at", multiple=True, type=click.IntRange(0),
+@click.option("--refine-at", multiple=True, type=click.IntRange(0, 1000),
               help="Refine each edit against --refine-student and store it after this many steps (repeatable, e.g. --refine-at 4 --refine-at 8; "
                    "0 = the mapper's edit). Each face then gets one single-AU request, gain 1, as `edit --refine` is used.")
 @click.option("--refine-student", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student the refinement runs against [default: the bundled one].")
-@click.option("--seed-start", default=None, type=click.IntRange(0), help="First seed [default: 6,000,000, away from every other seed range the tools use].")
+@click.option("--seed-start", default=None, type=SEED, help="First seed [default: 6,000,000, away from every other seed range the tools use].")
 @click.option("--workers", default=1, show_default=True, type=WORKERS, help="CPU processes side by side (one per core).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")

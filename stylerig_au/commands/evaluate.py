@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from stylerig_au.commands._numbers import PSI
+from stylerig_au.commands._numbers import PSI, SEED
 from stylerig_au.errors import StylerigError
 
 
@@ -19,7 +19,7 @@ from stylerig_au.errors import StylerigError
 @click.option("--photos", "photos_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of photos to evaluate on (each aligned and inverted once; latents cached in OUT/latents).")
 @click.option("--generated", type=click.IntRange(1), default=None, help="Evaluate on N generated faces instead of photos.")
-@click.option("--seed-start", default=2_000_000, show_default=True, type=click.IntRange(0),
+@click.option("--seed-start", default=2_000_000, show_default=True, type=SEED,
               help="First seed of the generated faces (held out from learning).")
 @click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of generated faces.")
 @click.option("--edits", "edits_text", required=True,

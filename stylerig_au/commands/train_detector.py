@@ -35,7 +35,7 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
 @click.option("--build-workers", default=1, show_default=True, type=WORKERS, help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(1), help="Passes over the training split.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(1), help="Faces per training step.")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 4096), help="Faces per training step.")
 @click.option("--lr", default=1e-3, show_default=True, type=LEARNING_RATE, help="Peak AdamW learning rate (one warm-up epoch, then cosine).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N samples of the dataset (default: all there are).")
 @click.option("--holdout", default=0.15, show_default=True, type=FiniteFloat(0, 1, min_open=True, max_open=True), help="Fraction of seeds (the last ones) kept out of training for evaluation.")

@@ -54,7 +54,7 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.command(name="train-mapper")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Optimisation steps (each renders 2 x batch faces).")
-@click.option("--batch", default=2, show_default=True, type=click.IntRange(1), help="Faces per step and process.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 1024), help="Faces per step and process.")
 @click.option("--lr", default=3e-4, show_default=True, type=LEARNING_RATE, help="Peak Adam learning rate (short warm-up, then cosine).")
 @click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the training latents.")
 @click.option("--hidden", default=256, show_default=True, type=click.IntRange(8, 8192), help="Width of the mapper's MLP.")
