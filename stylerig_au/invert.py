@@ -499,7 +499,7 @@ def invert_files(
     from stylerig_au.imageio import make_grid, save_image, to_uint8
     from stylerig_au.perceptual import load_lpips
 
-    from stylerig_au.outputs import check_replaceable, made_with, refuse_inputs_as_outputs, refuse_shared_outputs
+    from stylerig_au.outputs import Inputs, check_replaceable, made_with, refuse_shared_outputs
 
     config = config or InvertConfig()
     log = log or (lambda msg: tqdm.write(msg))
@@ -512,7 +512,8 @@ def invert_files(
     # the overwrite rule (stylerig_au.outputs), checked before any work: outputs that are inputs,
     # inputs with one stem, and a grid file this command did not make
     refuse_shared_outputs({p: [out_dir / f"{p.stem}.pt"] for p in paths})
-    refuse_inputs_as_outputs([grid] + [o for p in paths if not all_faces for o in _job_outputs(out_dir, p.stem)], paths)
+    inputs = Inputs(paths)
+    inputs.refuse_as_outputs([grid] + [o for p in paths if not all_faces for o in _job_outputs(out_dir, p.stem)])
     if grid is not None:
         check_replaceable(grid, overwrite=overwrite, made_here=made_with(GRID_PROVENANCE), what="invert did not make it")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -529,7 +530,7 @@ def invert_files(
             log(f"error: {err}")
             continue
         try:
-            refuse_inputs_as_outputs([o for job in jobs for o in _job_outputs(out_dir, job.stem)], paths)
+            inputs.refuse_as_outputs([o for job in jobs for o in _job_outputs(out_dir, job.stem)])
             todo = [job for job in jobs if not _already_inverted(G, job, out_dir, config, overwrite, results)]
         except StylerigError as err:  # an output in the way: this photo only, before its inversion
             results.append(FileResult(str(path), None, "error", str(err)))

@@ -28,33 +28,51 @@ from stylerig_au.errors import StylerigError
 PROVENANCE_KEY = "stylerig-au"  # the PNG text chunk holding what made the file (a JSON dict)
 
 
+def _keys(path: Path) -> set:
+    """What identifies a file: its resolved path (symlinks and ``..`` undone) and, when it exists, its inode."""
+    keys: set = {path.resolve()}
+    try:
+        st = path.stat()
+        keys.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    return keys
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when ``a`` and ``b`` name one file: equal after resolving symlinks and ``..``, or (both
     existing) the same inode, as for a hard link."""
-    a, b = Path(a), Path(b)
-    try:
-        if a.exists() and b.exists() and os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
+    return bool(_keys(Path(a)) & _keys(Path(b)))
+
+
+class Inputs:
+    """The files a command reads, to check outputs against (built once: a check costs one stat per output)."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike | None]) -> None:
+        self._by_key: dict = {}
+        for path in (Path(p) for p in paths if p is not None):
+            for key in _keys(path):
+                self._by_key.setdefault(key, path)
+
+    def refuse_as_outputs(self, outputs: Iterable[str | os.PathLike | None]) -> None:
+        """Raise StylerigError when an output is one of the inputs, or two outputs are one file (None: ignored)."""
+        seen: dict = {}
+        for out in (Path(o) for o in outputs if o is not None):
+            keys = _keys(out)
+            source = next((self._by_key[k] for k in keys if k in self._by_key), None)
+            if source is not None:
+                alias = "" if str(out) == str(source) else f" (the same file as the input {source})"
+                raise StylerigError(f"{out}{alias} is an input; writing the output there would destroy it: "
+                                    "choose another output name or folder")
+            if keys & seen.keys():
+                raise StylerigError(f"two outputs are the same file {out}; give them different names")
+            seen.update(dict.fromkeys(keys, out))
 
 
 def refuse_inputs_as_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
     """Raise StylerigError when an output is one of the inputs (see :func:`same_file`), or two outputs
     are one file; None entries are ignored. Call it before any slow work."""
-    outputs = [Path(o) for o in outputs if o is not None]
-    inputs = [Path(i) for i in inputs if i is not None]
-    for out in outputs:
-        for source in inputs:
-            if same_file(out, source):
-                alias = "" if str(out) == str(source) else f" (the same file as the input {source})"
-                raise StylerigError(f"{out}{alias} is an input; writing the output there would destroy it: "
-                                    "choose another output name or folder")
-    for k, out in enumerate(outputs):
-        for other in outputs[k + 1:]:
-            if same_file(out, other):
-                raise StylerigError(f"two outputs are the same file {out}; give them different names")
+    Inputs(inputs).refuse_as_outputs(outputs)
 
 
 def refuse_shared_outputs(plans: Mapping[Path, Iterable[Path]]) -> None:
@@ -64,7 +82,7 @@ def refuse_shared_outputs(plans: Mapping[Path, Iterable[Path]]) -> None:
     for source, outputs in plans.items():
         for out in outputs:
             key = out.resolve()
-            if key in seen and not same_file(seen[key], source):
+            if key in seen and not same_file(seen[key], source):  # (a file named twice is one input)
                 raise StylerigError(f"{seen[key]} and {source} would both write {out.name}; rename one, or "
                                     "run them into different output folders")
             seen[key] = source

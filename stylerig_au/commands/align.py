@@ -36,17 +36,17 @@ def align(photos: tuple[Path, ...], out_dir: Path, size: int, all_faces: bool, u
     from stylerig_au.align import align_file
     from stylerig_au.imageio import list_images
     from stylerig_au.invert import sha256_file
-    from stylerig_au.outputs import refuse_inputs_as_outputs, refuse_shared_outputs
+    from stylerig_au.outputs import Inputs, refuse_shared_outputs
 
     files = list_images(photos)
     if not files:
         raise StylerigError("no photos given (folders had no image files)")
-    if not all_faces:  # with --all-faces the names are known per face, and checked before each photo is written
-        planned = {path: _outputs(out_dir, path.stem) for path in files}
-        refuse_shared_outputs(planned)
-        refuse_inputs_as_outputs([o for outs in planned.values() for o in outs], files)
-    else:
-        refuse_shared_outputs({path: [out_dir / path.stem] for path in files})
+    # the overwrite rule (stylerig_au.outputs) before any work; with --all-faces the names are known
+    # per face, and checked before each photo's files are written
+    refuse_shared_outputs({path: [out_dir / f"{path.stem}{'_face<k>' if all_faces else ''}.png"] for path in files})
+    inputs = Inputs(files)
+    if not all_faces:
+        inputs.refuse_as_outputs([o for path in files for o in _outputs(out_dir, path.stem)])
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"size": size, "all_faces": all_faces, "upsample": upsample}
     failed = 0
@@ -56,7 +56,7 @@ def align(photos: tuple[Path, ...], out_dir: Path, size: int, all_faces: bool, u
             faces = align_file(path, output_size=size, all_faces=all_faces, upsample=upsample)
             stems = [f"{path.stem}_face{k}" if all_faces else path.stem for k in range(len(faces))]
             outputs = [o for stem in stems for o in _outputs(out_dir, stem)]
-            refuse_inputs_as_outputs(outputs, files)
+            inputs.refuse_as_outputs(outputs)
             made = [{"source_sha256": digest, **settings, "face_index": k} for k in range(len(faces))]
             for stem, made_k in zip(stems, made):  # every face's files are checked before any is written
                 for out in _outputs(out_dir, stem):
@@ -67,7 +67,6 @@ def align(photos: tuple[Path, ...], out_dir: Path, size: int, all_faces: bool, u
         except StylerigError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1
-            continue
     click.echo(f"aligned {len(files) - failed} of {len(files)} photos into {out_dir}")
     if failed:
         raise StylerigError(f"{failed} of {len(files)} photos failed (see above)")
