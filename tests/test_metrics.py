@@ -58,7 +58,6 @@ def test_ssim_is_differentiable():
 
 
 def test_shape_mismatch_is_a_user_error():
-
     with pytest.raises(StylerigError):
         metrics.mse(np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8))
 

@@ -293,3 +293,16 @@ def test_a_photo_named_twice_is_one_input(tmp_path):
     os.symlink(photo, tmp_path / "alias.jpg")
     listed = list_images([photo, tmp_path / "." / "me.png", tmp_path])
     assert listed == [photo]  # the symlink resolves to the same file too
+
+
+def test_align_all_faces_checks_each_face_name_against_the_inputs(astro, capsys):
+    require_asset("dlib-landmarks-68")
+    photos = astro.parent
+    named_like_a_face = photos / "astro_face0.png"  # what --all-faces would call astro.png's first face
+    named_like_a_face.write_bytes(astro.read_bytes())
+    before = _snapshot(photos)
+    assert main(["align", str(photos), "--all-faces", "--out", str(photos), "--size", "32"]) == 1
+    _one_error_line(capsys, "astro_face0.png is an input")
+    after = _snapshot(photos)
+    assert {k: after[k] for k in before} == before  # both photos untouched ...
+    assert sorted(set(after) - set(before)) == ["astro_face0_face0.json", "astro_face0_face0.png"]  # ... the other aligned
