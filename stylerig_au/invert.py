@@ -497,9 +497,8 @@ def invert_files(
     from tqdm import tqdm
 
     from stylerig_au.imageio import make_grid, save_image, to_uint8
-    from stylerig_au.perceptual import load_lpips
-
     from stylerig_au.outputs import Inputs, check_replaceable, made_with, refuse_shared_outputs
+    from stylerig_au.perceptual import load_lpips
 
     config = config or InvertConfig()
     log = log or (lambda msg: tqdm.write(msg))
