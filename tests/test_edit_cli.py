@@ -360,19 +360,3 @@ def test_edit_photo_with_the_default_generator(tmp_path, capsys):
     assert main(["edit", str(photo), "--au", "26=+2", "--steps", "2", *dirs_args, "--out", str(tmp_path / "out" / "jaw.jpg")]) == 0
     assert "reusing the inversion of astronaut.png" in capsys.readouterr().err
     assert latent.stat().st_mtime_ns == mtime
-
-
-def test_use_device_selects_only_an_indexed_gpu(monkeypatch):
-    """'cuda' keeps the current GPU (torch.cuda.set_device would reject it), 'cuda:N' selects GPU N, 'cpu' touches nothing."""
-    from stylerig_au.commands._editing import use_device
-
-    chosen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))
-    use_device("cpu")
-    use_device("cuda")
-    use_device("cuda:1")
-    assert chosen == ["cuda:1"]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(StylerigError, match="CUDA is not available here"):
-        use_device("cuda")

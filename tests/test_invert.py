@@ -42,8 +42,10 @@ def _cfg(**kw) -> invert.InvertConfig:
 
 
 def _target(G, seed: int, n: int = 1) -> torch.Tensor:
+    """G's image [n, 3, R, R] for z drawn on the CPU (same z on every device), on G's device."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
     with torch.no_grad():
-        w = G.mapping(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)))
+        w = G.mapping(z)
         return G.synthesis(w[:, None].repeat(1, G.num_ws, 1)).clamp(-1, 1)
 
 

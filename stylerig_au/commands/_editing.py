@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import LEARNING_RATE
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
 AU_HELP = ("AU change or target; repeatable, comma lists allowed. Changes: 12=+2 (AU12 up 2 intensity steps on the "
@@ -47,7 +49,7 @@ def common_options(f: Callable) -> Callable:
                      help="Face detector upsampling (for small faces)."),
         click.option("--face", type=click.IntRange(0), default=None,
                      help="For a photo with several faces: edit face K (0 = leftmost; `align --all-faces` writes each)."),
-        click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N."),
+        click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP),
         click.option("--overwrite", is_flag=True,
                      help="Replace a cached latent <stem>.pt that cannot be reused (another photo's, other --steps/--lr, "
                           "or not a latent at all); without it that is an error, before any inversion."),
@@ -102,7 +104,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     cache = None if is_latent_file(source) else latent_cache_path(source, latent_dir if latent_dir is not None else out.parent, face)
     generator_file = Path(generator_spec) if Path(generator_spec).is_file() else None
     refuse_inputs_as_outputs([out, *extra_outputs, cache], [source, mapper_path, directions_path, generator_file])
-    use_device(device)
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = None
     if method == "mapper":
@@ -138,15 +140,3 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
                    f"-> {subject.latent_path}", err=True)
     return Session(G, editor, subject)
-
-
-def use_device(device: str) -> None:
-    """Select a ``--device`` (cuda:N becomes the current GPU); StylerigError when CUDA is asked for but absent."""
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
-        chosen = torch.device(device)
-        if chosen.index is not None:  # plain 'cuda' keeps the current GPU (set_device rejects a device without an index)
-            torch.cuda.set_device(chosen)

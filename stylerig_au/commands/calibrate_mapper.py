@@ -18,6 +18,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import FiniteFloat, PSI
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import refuse_inputs_as_outputs
 
@@ -34,14 +36,13 @@ from stylerig_au.outputs import refuse_inputs_as_outputs
 @click.option("--max-gain", default=2.5, show_default=True, type=FiniteFloat(1, 100), help="Largest gain an AU may get (weak AUs stop there).")
 @click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the probe latents.")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: int, step: float, estimator: str, max_gain: float,
                      psi: float, generator_spec: str, device: str, accept_license: bool) -> None:
     """Rescale the AU mapper's per-AU inputs so that OpenFace (or the student) measures the asked-for change."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.vocab import AU_NUMBERS
-    from stylerig_au.commands._editing import use_device
     from stylerig_au.commands.learn_directions import PROBE_SEED_START
     from stylerig_au.edit import learn
     from stylerig_au.edit.mapper import load_default_mapper, load_mapper, save_mapper
@@ -52,7 +53,7 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
     refuse_inputs_as_outputs([out], [mapper_path, Path(generator_spec)])  # the overwrite rule, before any work
-    use_device(device)
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = load_default_mapper(G, mapper_path, device=device)
     if estimator == "student":

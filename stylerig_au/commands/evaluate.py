@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import PSI, SEED
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
 
@@ -39,7 +41,7 @@ from stylerig_au.errors import StylerigError
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
               help="Generator name or checkpoint path.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Inversion steps for photos [default: 60 on a CPU, 500 on CUDA].")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, psi: float, edits_text: str, methods_text: str,
              out: Path, mapper_path: Path | None, directions_path: Path | None, data_dir: Path | None, generator_spec: str, steps: int | None,
              device: str) -> None:
@@ -55,7 +57,6 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     from stylerig_au import evaluate as ev
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.photo import quick_config
-    from stylerig_au.commands._editing import use_device
     from stylerig_au.models import load_generator
 
     if (photos_dir is None) == (generated is None):
@@ -65,7 +66,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     photos = ev.photo_paths(photos_dir) if photos_dir is not None else []
     if out.exists() and not out.is_dir():
         raise StylerigError(f"--out {out} is a file; give a folder")
-    use_device(device)
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     linear = LinearDirections.load(directions_path, G) if directions_path is not None else load_default_directions(G)
     dirs: dict[str, object] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import MAX_SEED, PSI
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
 GRID_PROVENANCE = {"tool": "generate", "file": "grid"}  # a summary of the run: any generate may remake it
@@ -59,8 +60,7 @@ def make_grid(images, columns: int | None = None):
               help="Output folder for seed####.png and grid.png (created if missing).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
               help="Generator name, or a checkpoint path: NVIDIA .pkl, rosinality .pt or a stylerig_au .pt.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to run; auto picks CUDA when available.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="StyleGAN2 noise inputs: fixed buffers, fresh random, or off (MobileStyleGAN has baked-in noise).")
 @click.option("--batch", type=click.IntRange(1, 256), default=4, show_default=True, help="Images per forward pass.")
@@ -81,8 +81,7 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
     from stylerig_au.outputs import check_replaceable, made_with
 
     seed_list = parse_seeds(seeds)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, allow_auto=True)
     if out_dir.exists() and not out_dir.is_dir():
         raise StylerigError(f"--out {out_dir} exists and is not a folder")
     made = {"tool": "generate", "generator": generator_spec, "psi": psi, "noise_mode": noise_mode}

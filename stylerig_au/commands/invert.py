@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
 
@@ -22,7 +24,7 @@ from stylerig_au.errors import StylerigError
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--steps", default=500, show_default=True, type=click.IntRange(1), help="Optimisation steps (CPU demo: 60-80).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK).")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024), help="Faces optimised together.")
 @click.option("--lr", default=0.05, show_default=True, type=LEARNING_RATE, help="Peak Adam learning rate.")
@@ -42,22 +44,14 @@ def invert(
     overwrite: bool,
 ) -> None:
     """Invert the faces in INPUTS (photos or folders of photos) into W+ latents in --out."""
-    import torch
-
     from stylerig_au.imageio import list_images
-    from stylerig_au.invert import InvertConfig, invert_files, shard_info
+    from stylerig_au.invert import InvertConfig, invert_files
     from stylerig_au.models import load_generator
 
     files = list_images(inputs)
     if not files:
         raise StylerigError("no photos given (folders had no image files)")
-    _, world, local_rank = shard_info()
-    if device == "cuda" and world > 1:
-        device = f"cuda:{local_rank}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StylerigError("--device cuda requested but CUDA is not available here; use --device cpu")
-        torch.cuda.set_device(torch.device(device))
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     config = InvertConfig(steps=steps, lr=lr, loss_size=loss_size, w_reg_weight=w_reg, seed=seed, checkpoint_every=checkpoint_every)
     results = invert_files(

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import PSI, WORKERS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import refuse_inputs_as_outputs
 
@@ -37,7 +39,7 @@ def default_data_dir(generator: str) -> Path:
                    "MobileStyleGAN; see the bundled card). Head pose is always kept fixed.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, build_workers: int, psi: float, probes: int,
                      condition_aus: bool, out_file: Path, device: str, accept_license: bool) -> None:
@@ -52,6 +54,7 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
     if out_file.suffix != ".pt":
         raise StylerigError(f"--out {out_file}: the directions file must end in .pt")
     refuse_inputs_as_outputs([out_file], [Path(generator_spec)])  # the overwrite rule, before any work
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     detector = make_detector("openface", accept_license=accept_license).to(device)
     data_dir = data_dir or default_data_dir(G.name)

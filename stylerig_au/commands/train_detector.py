@@ -16,6 +16,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED, THREADS, WORKERS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import refuse_inputs_as_outputs
 
@@ -41,7 +43,7 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--holdout", default=0.15, show_default=True, type=FiniteFloat(0, 1, min_open=True, max_open=True), help="Fraction of seeds (the last ones) kept out of training for evaluation.")
 @click.option("--input-size", default=128, show_default=True, type=click.IntRange(32, 1024), help="Side the face box is resized to inside the student.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed (shuffling, augmentation, initialisation).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator for --build.")
 def train_detector(data_dir: Path | None, build: int | None, edited_dirs: tuple[Path, ...], init_path: Path | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
@@ -59,8 +61,7 @@ def train_detector(data_dir: Path | None, build: int | None, edited_dirs: tuple[
     refuse_inputs_as_outputs([out], [init_path, Path(generator_spec)])  # the overwrite rule, before any work
     if threads:
         torch.set_num_threads(threads)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    device = resolve_device(device)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     init_net = None
     if init_path is not None:

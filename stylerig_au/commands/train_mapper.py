@@ -19,6 +19,8 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import LEARNING_RATE, PSI, THREADS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import refuse_inputs_as_outputs
 
@@ -74,7 +76,7 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--identity-net", type=click.Choice(["lpips", "dlib"]), default="lpips", show_default=True,
               help="What the identity loss compares: dlib's face descriptor (the evaluations' identity distance, "
                    "run differentiably) or deep LPIPS-VGG features (cheaper; the bundled mapper's).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda (under torchrun: one GPU per process).")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
@@ -83,7 +85,6 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     import torch
 
     from stylerig_au.au.student import load_student
-    from stylerig_au.commands._editing import use_device
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.mapper import load_mapper, new_mapper, save_mapper
     from stylerig_au.edit.mapper_card import write_mapper_card
@@ -96,7 +97,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     refuse_inputs_as_outputs([out], [init_path, directions_path, student_path, Path(generator_spec)])  # before any work
     if threads:
         torch.set_num_threads(threads)
-    use_device(device)  # under torchrun each process then takes its own GPU (mapper_train.init_distributed)
+    device = resolve_device(device)  # under torchrun: GPU LOCAL_RANK
     G = load_generator(generator_spec, device="cpu")
     init = load_mapper(init_path, G) if init_path else None
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,
