@@ -119,3 +119,39 @@ def test_no_grad_calls_match(emulated):
         act = activation_cuda.bias_act_cuda(x, b, 1, spec, 0.2, 2**0.5, 0.5)
     torch.testing.assert_close(up, upfirdn._upfirdn2d_ref(x, f, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(act, activation._bias_act_ref(x, b, 1, spec, 0.2, 2**0.5, 0.5))
+
+
+@pytest.mark.parametrize(
+    "kwargs,impl,kernel",
+    [
+        (dict(act="linear"), "auto", False),  # a plain bias add: the reference (its backward is free)
+        (dict(act="linear", gain=1.0, clamp=None), "auto", False),
+        (dict(act="linear"), "cuda", True),  # forced
+        (dict(act="linear", gain=2.0), "auto", True),
+        (dict(act="linear", clamp=256), "auto", True),
+        (dict(act="lrelu"), "auto", True),
+        (dict(act="relu", gain=1.0), "auto", True),
+        (dict(act="lrelu"), "ref", False),
+    ],
+)
+def test_bias_act_dispatch_rule(monkeypatch, kwargs, impl, kernel):
+    """impl='auto' on a (pretend) CUDA tensor runs the kernel except for a linear, gain-1, unclamped bias add."""
+    calls = []
+
+    class Recorder(EmulatedKernels):
+        @staticmethod
+        def bias_act(*args):
+            calls.append(args[5])
+            return EmulatedKernels.bias_act(*args)
+
+    monkeypatch.setattr(jit, "load", lambda verbose=False: Recorder)
+    monkeypatch.setattr(jit, "use_cuda", lambda impl, x, op: impl != "ref")
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=GEN)
+    b = torch.randn(3, dtype=torch.float64, generator=GEN)
+    y = ops.bias_act(x, b, impl=impl, **kwargs)
+    assert bool(calls) == kernel
+    torch.testing.assert_close(y, ops.bias_act(x, b, impl="ref", **kwargs))
+    if impl == "auto":
+        spec = activation.ACTIVATIONS[kwargs["act"]]
+        clamp = -1.0 if kwargs.get("clamp") is None else float(kwargs["clamp"])
+        assert activation.kernel_can_win(spec, kwargs.get("gain", spec.gain), clamp) == kernel
