@@ -16,20 +16,27 @@ struct Taps {
     int iy_begin, ix_begin;                  // input row / column under the first tap; +1 per further tap
 };
 
+// Along one axis: the first tap with a real sample under it (k + tap a multiple of `up` and >= 0, where k is
+// the upsampled coordinate under tap 0) and that sample's input index.
+SR_HD void first_tap(int k, int up, int& tap, int& index) {
+    if (up == 1) {  // every tap lands on a sample: no integer divisions (blur and downsampling passes)
+        tap = k < 0 ? -k : 0;
+        index = k + tap;
+        return;
+    }
+    tap = pos_mod(-k, up);
+    if (k + tap < 0) tap += ((-(k + tap) + up - 1) / up) * up;  // skip taps above / left of the image
+    index = (k + tap) / up;  // exact division
+}
+
 SR_HD Taps taps_of(const Upfirdn2dArgs& a, int oy, int ox) {
     Taps t;
-    // Upsampled coordinate under tap 0, and the first tap that lands on a real sample.
     const int ky = oy * a.down_y - a.pad_y0;
     const int kx = ox * a.down_x - a.pad_x0;
-    t.ty_begin = pos_mod(-ky, a.up_y);
-    t.tx_begin = pos_mod(-kx, a.up_x);
-    // Skip taps above / left of the image; stop at those below / right of it.
-    if (ky + t.ty_begin < 0) t.ty_begin += ((-(ky + t.ty_begin) + a.up_y - 1) / a.up_y) * a.up_y;
-    if (kx + t.tx_begin < 0) t.tx_begin += ((-(kx + t.tx_begin) + a.up_x - 1) / a.up_x) * a.up_x;
-    t.ty_end = min(a.f_h, a.in_h * a.up_y - ky);
+    first_tap(ky, a.up_y, t.ty_begin, t.iy_begin);
+    first_tap(kx, a.up_x, t.tx_begin, t.ix_begin);
+    t.ty_end = min(a.f_h, a.in_h * a.up_y - ky);  // stop at taps below / right of the image
     t.tx_end = min(a.f_w, a.in_w * a.up_x - kx);
-    t.iy_begin = (ky + t.ty_begin) / a.up_y;  // exact divisions
-    t.ix_begin = (kx + t.tx_begin) / a.up_x;
     return t;
 }
 
