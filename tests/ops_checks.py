@@ -16,8 +16,9 @@ CLAMP_MARGIN_ULPS = 8
 
 def close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str) -> None:
     """Max abs error within ``4 * TOL[dtype]`` times max(1, max |want|)."""
-    scale = max(float(want.double().abs().max()), 1.0)
-    err = float((got.double() - want.double()).abs().max())
+    got, want = got.detach().double(), want.detach().double()
+    scale = max(float(want.abs().max()), 1.0)
+    err = float((got - want).abs().max())
     assert err <= TOL[dtype] * scale * 4, f"{what}: max error {err:.3g} (scale {scale:.3g})"
 
 

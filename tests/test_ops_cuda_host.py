@@ -92,13 +92,14 @@ def test_gradcheck_float64_through_the_kernel_math(on_host):
 
 
 def test_wrappers_hand_the_kernel_double_scalars_and_the_right_filter(monkeypatch):
-    """What the Python side passes to the binding: Python floats (never float32-rounded), a float64 filter
-    for float64 images and float32 otherwise, and no saved-output mode together with a clamp."""
+    """What the Python side passes to the binding: Python floats (never float32-rounded), a contiguous filter on
+    the images' device, float64 for float64 images and float32 otherwise, and no saved-output mode with a clamp."""
     seen = []
 
     class Recorder:
         @staticmethod
         def upfirdn2d(x, f, *args):
+            assert f.device == x.device and f.is_contiguous()
             seen.append(("upfirdn2d", x.dtype, f.dtype, args[2]))
             return torch.zeros(1)
 
@@ -111,8 +112,9 @@ def test_wrappers_hand_the_kernel_double_scalars_and_the_right_filter(monkeypatc
     for dtype in (torch.float64, torch.float32, torch.float16):
         upfirdn_cuda.upfirdn2d_cuda(torch.zeros(1, 1, 4, 4, dtype=dtype), torch.ones(2, dtype=torch.float64) / 3,
                                     (1, 1), (1, 1), (0, 0, 0, 0), False, 1.7)
+    upfirdn_cuda.upfirdn2d_cuda(torch.zeros(1, 1, 4, 4, device="meta"), torch.ones(3, 2).t(), (1, 1), (1, 1), (0, 0, 0, 0), True, 2.0)
     assert seen == [("upfirdn2d", torch.float64, torch.float64, 1.7), ("upfirdn2d", torch.float32, torch.float32, 1.7),
-                    ("upfirdn2d", torch.float16, torch.float32, 1.7)]
+                    ("upfirdn2d", torch.float16, torch.float32, 1.7), ("upfirdn2d", torch.float32, torch.float32, 2.0)]
     seen.clear()
     spec = activation.ACTIVATIONS["lrelu"]
     x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
