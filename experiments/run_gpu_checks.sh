@@ -14,6 +14,7 @@
 # end OUT_DIR.tgz of it all. Six files: the device tool returns at most 8. Exit status: 0 when every
 # step passed (or was skipped), else 1.
 set -uo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,/^set /p' "$0" | grep '^#' | cut -c3-; exit 0; fi
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD
 export STYLERIG_AU_OPS_CACHE=${STYLERIG_AU_OPS_CACHE:-/tmp/stylerig_ops} MAX_JOBS=${MAX_JOBS:-16}
