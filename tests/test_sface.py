@@ -184,3 +184,24 @@ def test_same_person_is_close_and_different_people_are_far(dev_faces):
         assert float(net.distance(feature(noisy, pts), f)) < 0.15
     different = [float(net.distance(feats[i], feats[j])) for i in range(len(feats)) for j in range(i)]
     assert min(different) > 0.5  # the issue measured 0.68-1.03 with OpenCV's pipeline
+
+
+def test_metrics_command_reports_both_identity_distances_and_one_line_errors(tmp_path, capsys):
+    """`stylerig-au metrics A B`: identity_dlib and identity_sface, named for their networks; no face: one error line."""
+    import json
+
+    from stylerig_au.imageio import save_image
+
+    for asset in ("lpips-vgg16", "dlib-face-recognition", "dlib-landmarks-68", "sface"):
+        require_asset(asset)
+    photos = sorted((faces_dir() / "celebahq-dev").glob("*.jpg"))[:2]
+    if len(photos) < 2:
+        pytest.skip("need two dev photos")
+    assert main(["metrics", str(photos[0]), str(photos[1]), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert "identity_distance" not in row
+    assert row["identity_dlib"] > 0.6 and row["identity_sface"] > 0.5  # two different people
+    blank = save_image(tmp_path / "blank.png", np.full((64, 64, 3), 127, np.uint8), value_range=(0, 255))
+    assert main(["metrics", str(blank), str(blank)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "no face found in either image" in err
