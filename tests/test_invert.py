@@ -231,7 +231,7 @@ def test_eval_inversion_script_resumes_from_kept_latents(tiny_stylegan2, photos,
     from tests.helpers import require_asset
     from tests.test_eval_edits_stats import load_script
 
-    for name in ("dlib-landmarks-68", "lpips-vgg16", "dlib-face-recognition"):
+    for name in ("dlib-landmarks-68", "lpips-vgg16", "dlib-face-recognition", "sface"):
         require_asset(name)
     script = load_script("eval_inversion")
     ckpt = save_stylegan2(tiny_stylegan2, tmp_path / "tiny.pt")
@@ -251,5 +251,5 @@ def test_eval_inversion_script_resumes_from_kept_latents(tiny_stylegan2, photos,
     second = json.loads(out.read_text())
     assert (keep / "astro.pt").stat().st_mtime_ns == mtime
     a, b = first["per_image"][0], second["per_image"][0]
-    for key in ("lpips", "mse", "ssim", "identity_distance", "seconds"):  # identity is NaN when dlib finds no face
+    for key in ("lpips", "mse", "ssim", "identity_distance", "identity_sface", "seconds"):  # identity: NaN when dlib finds no face
         assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key])), key

@@ -17,6 +17,10 @@ from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
+# The face networks of stylerig_au.identity_net.IDENTITY_NETS, named here so the CLI imports no torch
+# (a test keeps the two lists equal); the first is the default training identity term.
+IDENTITY_NET_CHOICES = ("sface", "dlib")
+
 AU_HELP = ("AU change or target; repeatable, comma lists allowed. Changes: 12=+2 (AU12 up 2 intensity steps on the "
            "0-5 scale), 4=-1, smile=0.5. Absolute targets: 4=@3 (AU4 TO intensity 3; the current intensity is "
            "measured on the face with OpenFace first).")
@@ -71,7 +75,8 @@ class Session:
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
           device: str, face: int | None = None, measures: bool = False, refine: int = 0,
-          refine_colour: float = 0.0, overwrite: bool = False, extra_outputs: tuple[Path | None, ...] = ()) -> Session:
+          refine_colour: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
+          extra_outputs: tuple[Path | None, ...] = ()) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
 
     First, before anything loads, the outputs (``out``, ``extra_outputs`` and a photo's latent cache
@@ -83,7 +88,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
     with this many steps against the student detector (:mod:`stylerig_au.edit.refine`; 0: off), with
-    the colour term at weight ``refine_colour``; its models load here too, before the inversion.
+    the colour term at weight ``refine_colour`` and the identity network ``refine_identity_net``; its
+    models load here too, before the inversion.
     """
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
@@ -128,7 +134,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
 
         student = load_student(device=device).net.eval()
         w_std = mapper.w_std if mapper is not None else w_spread(G)
-        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour),
+        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour,
+                                                                  identity_net=refine_identity_net),
                                progress=True)
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)
     editor.check_aus(aus_in_use)

@@ -110,6 +110,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     for m, p in result.report["per_method"].items():
         def f(x, d=2):
             return "n/a" if x is None else f"{x:.{d}f}"
-        click.echo(f"{m:>7}: |error| {f(p['abs_error'])}, drift {f(p['drift'])}, ID {f(p['identity_distance'])}, "
+        click.echo(f"{m:>7}: |error| {f(p['abs_error'])}, drift {f(p['drift'])}, ID dlib {f(p['identity_distance'])}, "
+                   f"ID SFace {f(p.get('identity_sface'))}, "
                    f"bg LPIPS {f(p['background_lpips'], 3)}, pose {f(p['pose_change_max_deg'], 1)} deg, {f(p['seconds'])} s/img")
     click.echo(f"wrote {result.files['report_md']} and {result.files['report_json']}")

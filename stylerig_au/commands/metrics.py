@@ -14,10 +14,13 @@ from stylerig_au.errors import StylerigError
 @click.argument("first", type=click.Path(exists=True, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, path_type=Path))
 @click.option("--size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Both images are resized to size² first.")
-@click.option("--no-identity", is_flag=True, help="Skip the dlib identity distance.")
+@click.option("--no-identity", is_flag=True, help="Skip the identity distances (dlib's and SFace's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def metrics(first: Path, second: Path, size: int, no_identity: bool, as_json: bool) -> None:
-    """MSE, PSNR, SSIM, LPIPS-VGG and identity distance between FIRST and SECOND.
+    """MSE, PSNR, SSIM, LPIPS-VGG and two identity distances between FIRST and SECOND.
+
+    identity_dlib: dlib's descriptor distance (same person < 0.6; the evaluations' judge); identity_sface:
+    SFace's cosine distance (same person below about 0.6; the default training identity term).
 
     With two folders, images are paired by file stem (``x.png`` with ``x_recon.png`` too).
     """

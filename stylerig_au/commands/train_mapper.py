@@ -21,6 +21,7 @@ import click
 from stylerig_au.commands._numbers import LEARNING_RATE, PSI, THREADS
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
+from stylerig_au.commands._editing import IDENTITY_NET_CHOICES
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import refuse_inputs_as_outputs
 
@@ -73,9 +74,11 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
               help="Weight of one loss term, repeatable: target, keep, outside, identity, size "
                    "[defaults 1, 1, 4, 4, 0.05], e.g. --weight keep=2 to hold the other AUs more firmly.")
-@click.option("--identity-net", type=click.Choice(["lpips", "dlib"]), default="lpips", show_default=True,
-              help="What the identity loss compares: dlib's face descriptor (the evaluations' identity distance, "
-                   "run differentiably) or deep LPIPS-VGG features (cheaper; the bundled mapper's).")
+@click.option("--identity-net", type=click.Choice([*IDENTITY_NET_CHOICES, "lpips"]), default=IDENTITY_NET_CHOICES[0],
+              show_default=True,
+              help="What the identity loss compares: SFace features (cosine distance), dlib's face descriptor (the "
+                   "evaluations' judge of identity: a mapper trained on it is graded by its own loss), or deep "
+                   "LPIPS-VGG features (a cheaper proxy; the bundled mapper's).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
