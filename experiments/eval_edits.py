@@ -7,7 +7,14 @@ For each held-out generator face (seeds from 2,000,000 on, never used for learni
 - drift: mean absolute change of the other 16 AUs; each row keeps all 17 changes, and each AU's
   summary names the three other AUs that moved most (ranked by mean |change|, with the signed mean
   beside it), to show where drift comes from;
-- identity: dlib identity distance between the face and its edit (same person < 0.6; target ≤ 0.45);
+- identity: dlib identity distance between the face and its edit (same person < 0.6; target ≤ 0.45),
+  the judge; ``identity_sface``: SFace's cosine distance between them (same person below about 0.6),
+  a second opinion from the network the training identity term uses by default;
+- age_change, male_prob_change: what an independent age/gender judge (``stylerig_au.attributes``, dlib-models'
+  Cydral networks, never trained against) reads on the edit minus the face; the summary gives the share of
+  edits that change the age by more than 5 years or move P(male) across 0.5, beside the judge's own noise
+  (spread of its mirrored-vs-plain readings on the dev photos and on the held-out faces); ``--no-attributes``
+  skips it;
 - seconds: applying the edit + synthesising one 1024² image (batch 1), the cost of editing an
   already-inverted latent.
 
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expressible", type=Path, default=None,
                     help="an expressible_aus.py result: summarise over the AUs the generator can express at +amount "
                          "(default: the directions' linearly expressed AUs)")
+    ap.add_argument("--no-attributes", action="store_true", help="skip the age/gender judge")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
     expressible = None
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import batch_to_uint8, save_image
-    from stylerig_au.metrics import identity_distance
+    from stylerig_au.metrics import identity_distance, sface_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
 
@@ -124,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.evaluate import make_editor
 
     editor = make_editor(G, source)
+    judge = None
+    if not args.no_attributes:
+        from stylerig_au.attributes import load_judge
+
+        judge = load_judge(device=device)
     detector = make_detector("openface").to(device)
     aus = list(dirs.aus)
     det_aus = list(detector.aus)
@@ -138,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     tiles = []
     seconds = []
+    base_faces = []
     ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
     bar = tqdm(total=args.faces * (len(aus) + 1), desc=f"eval edits ({args.method})", unit="img")
     for f in range(args.faces):
@@ -151,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(aus))
             continue
         row_tiles = [base_u8[0]]
+        if judge is not None:
+            base_attr = judge_attributes(judge, base_u8)
+            if np.isfinite(base_attr[0][0]):
+                base_faces.append(base_u8[0])
         for au in aus:
             tick = time.perf_counter()
             edited_ws = editor.edit(ws, AU(au, args.amount))
@@ -161,10 +179,18 @@ def main(argv: list[str] | None = None) -> int:
             edit_aus = label_images(edit_u8, detector)["aus"][0]
             change = edit_aus - base_aus
             k = det_aus.index(au)
-            ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"))[0])
+            edit_small = F.interpolate(edit, size=512, mode="area")
+            ident = float(identity_distance(base_small, edit_small, shared_frame=True)[0])
+            ident_sface = float(sface_distance(base_small, edit_small, device=device, shared_frame=True)[0])
             rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
                          "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident,
+                         "identity_sface": ident_sface,
                          "changes": {str(a): round(float(c), 4) for a, c in zip(det_aus, change)}})
+            if judge is not None:
+                edit_attr = judge_attributes(judge, edit_u8)
+                rows[-1].update(age_base=float(base_attr[0][0]), age_change=float(edit_attr[0][0] - base_attr[0][0]),
+                                male_prob_base=float(base_attr[1][0]),
+                                male_prob_change=float(edit_attr[1][0] - base_attr[1][0]))
             if f < 4:
                 row_tiles.append(edit_u8[0])
             bar.update(1)
@@ -177,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expressed = expressible if expressible is not None else set(dirs.meta.get("expressed", aus))
     per_au = {}
-    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6}  most moved other AUs")
+    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6} {'SFace':>6}  most moved other AUs")
     for au in aus:
         r = [x for x in rows if x["au"] == au and np.isfinite(x["achieved"])]
         if not r:
@@ -185,12 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         ach = np.array([x["achieved"] for x in r])
         per_au[au] = {"expressed": au in expressed, "achieved_mean": float(ach.mean()), "achieved_sd": float(ach.std()),
                       "drift_mean": float(np.mean([x["drift"] for x in r])),
-                      "identity_mean": float(np.mean([x["identity_distance"] for x in r])), "faces": len(r),
-                      "top_drift": top_drift(r, au)}
+                      "identity_mean": float(np.mean([x["identity_distance"] for x in r])),
+                      "identity_sface_mean": float(np.mean([x["identity_sface"] for x in r])), "faces": len(r),
+                      "top_drift": top_drift(r, au), **attribute_changes(r)}
         p = per_au[au]
         moved = ", ".join(f"AU{a} {m['mean']:+.2f} (|{m['abs']:.2f}|)" for a, m in p["top_drift"].items())
         print(f"AU{au:<3d} {'yes' if p['expressed'] else 'no':>5} {p['achieved_mean']:+9.2f} {p['achieved_sd']:6.2f} "
-              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f}  {moved}")
+              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f} {p['identity_sface_mean']:6.2f}  {moved}")
     expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
     ex = [per_au[a] for a in expressed_aus]
     summary = {
@@ -199,9 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         "expressed_within_0.5": sum(abs(p["achieved_mean"] - args.amount) <= 0.5 for p in ex),
         "expressed_mean_drift": float(np.mean([p["drift_mean"] for p in ex])) if ex else None,
         "expressed_mean_identity": float(np.mean([p["identity_mean"] for p in ex])) if ex else None,
+        "expressed_mean_identity_sface": float(np.mean([p["identity_sface_mean"] for p in ex])) if ex else None,
         **face_standard_errors(rows, set(expressed_aus)),
         "seconds_per_edit_median": float(np.median(seconds)),
     }
+    if judge is not None:
+        summary["attributes"] = {"expressed": attribute_changes([r for r in rows if r["au"] in expressed_aus]),
+                                 "judge_noise": judge_noise(judge, base_faces)}
     print(json.dumps(summary, indent=1))
     grid = out.with_suffix(".png")
     save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
@@ -215,6 +246,59 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"-> {out}, {grid}")
     return 0
+
+
+AGE_CHANGE_YEARS = 5.0  # an edit "ages" the face when the judge's expected age moves by more than this
+
+
+def judge_attributes(judge, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(expected age in years, P(male)) of each uint8 RGB image [N, H, W, 3], float64 [N] each; NaN where no face is found."""
+    from stylerig_au.attributes import face_chips
+    from stylerig_au.errors import StylerigError
+
+    age, male = np.full(len(images_u8), np.nan), np.full(len(images_u8), np.nan)
+    for i, image in enumerate(images_u8):
+        try:
+            chips = face_chips(image)
+        except StylerigError:
+            continue
+        attrs = judge.judge_chips([chips.age], [chips.gender])
+        age[i], male[i] = attrs.age[0], attrs.male_prob[0]
+    return age, male
+
+
+def attribute_changes(rows: list[dict]) -> dict[str, float | int | None]:
+    """Means of the judge's ``age_change`` / ``male_prob_change`` over eval rows, and the share of edits
+    that change the age by more than :data:`AGE_CHANGE_YEARS` or move P(male) across 0.5.
+
+    A row's base P(male) is its edit's minus its change, so a flip is ``(base - 0.5)(edit - 0.5) < 0``.
+    Rows without the judge's reading (written without it, or no face found) are left out; {} if none.
+    """
+    r = [x for x in rows if np.isfinite(x.get("age_change", np.nan)) and np.isfinite(x.get("male_prob_change", np.nan))]
+    if not r:
+        return {}
+    age = np.array([x["age_change"] for x in r])
+    male = np.array([x["male_prob_change"] for x in r])
+    base_male = np.array([x["male_prob_base"] for x in r])
+    flips = (base_male - 0.5) * (base_male + male - 0.5) < 0
+    return {"age_change_mean": float(age.mean()), "age_change_abs_mean": float(np.abs(age).mean()),
+            "male_prob_change_mean": float(male.mean()), "male_prob_change_abs_mean": float(np.abs(male).mean()),
+            "share_age_over_5": float(np.mean(np.abs(age) > AGE_CHANGE_YEARS)), "share_gender_flip": float(flips.mean()),
+            "edits": len(r)}
+
+
+def judge_noise(judge, base_faces: list[np.ndarray]) -> dict:
+    """The judge's own noise (:func:`stylerig_au.attributes.flip_noise`) on the dev photos
+    (``$STYLERIG_AU_FACES/celebahq-dev``, None when absent) and on the held-out faces' renders."""
+    import os
+
+    from stylerig_au.attributes import flip_noise
+    from stylerig_au.imageio import list_images, load_image
+
+    dev = Path(os.environ.get("STYLERIG_AU_FACES", REPO.parent / "shared" / "faces")) / "celebahq-dev"
+    photos = [load_image(p) for p in list_images([dev])] if dev.is_dir() else []
+    return {"dev_photos": flip_noise(judge, photos) if len(photos) > 1 else None,
+            "held_out_faces": flip_noise(judge, base_faces) if len(base_faces) > 1 else None}
 
 
 def top_drift(rows: list[dict], au: int, n: int = 3) -> dict[str, dict[str, float]]:

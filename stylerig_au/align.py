@@ -120,13 +120,14 @@ def _detector():
     return _MODELS["detector"]
 
 
-def _shape_predictor(path: str | os.PathLike | None = None):
+def _shape_predictor(path: str | os.PathLike | None = None, asset: str = "dlib-landmarks-68"):
+    """dlib's shape predictor ``asset`` (the 68- or the 5-point model; ``path`` overrides it), loaded once."""
     import dlib
 
     from stylerig_au import pretrained
 
-    file = str(pretrained.path("dlib-landmarks-68", explicit=path))
-    key = f"sp68:{file}"
+    file = str(pretrained.path(asset, explicit=path))
+    key = f"{asset}:{file}"
     if key not in _MODELS:
         _MODELS[key] = dlib.shape_predictor(file)
     return _MODELS[key]

@@ -2,7 +2,7 @@
 
 Stages: load a public-domain photo (scikit-image's astronaut, or the user's own) → FFHQ-align it →
 invert it into the default generator's W+ (a quick CPU setting unless told otherwise) → paste the
-reconstruction back into the photo → measure the reconstruction (LPIPS, identity distance) → when
+reconstruction back into the photo → measure the reconstruction (LPIPS, dlib and SFace identity distances) → when
 learned AU directions exist for the generator, edit a few AUs (smile, brow lowerer, jaw drop, brow
 raise), paste each edit back and measure its AU change with OpenFace → write a labelled grid of every
 stage and the labelled before/after picture of the README (:data:`BEFORE_AFTER`). Whatever is
@@ -67,8 +67,12 @@ def run_demo(
     steps: int = QUICK_STEPS,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Run every available stage on one photo; write results into ``out_dir``.
+
+    The photo is never written over (StylerigError before any work when an output would be it); its
+    latent follows :func:`stylerig_au.invert.invert_files`'s overwrite rule (``overwrite``).
 
     Args:
         out_dir: output folder (created).
@@ -84,7 +88,7 @@ def run_demo(
     from stylerig_au.edit.media import captioned_grid
     from stylerig_au.imageio import load_image, save_image, to_uint8
     from stylerig_au.invert import InvertConfig, invert_files, load_latent, render_latent
-    from stylerig_au.metrics import identity_distance, lpips
+    from stylerig_au.metrics import identity_distance, lpips, sface_distance
     from stylerig_au.models import load_generator
 
     out = Path(out_dir)
@@ -97,6 +101,10 @@ def run_demo(
             save_image(photo_path, astronaut_photo(), value_range=(0, 255))
     else:
         photo_path = Path(photo)
+        from stylerig_au.outputs import refuse_inputs_as_outputs
+
+        refuse_inputs_as_outputs([out / f"{photo_path.stem}{suffix}" for suffix in ("_aligned.png", "_pasted.png", ".pt", "_recon.png")]
+                                 + [out / "demo_grid.png", out / "demo_summary.json"], [photo_path])
     original = load_image(photo_path)
     result.files["photo"] = photo_path
 
@@ -107,7 +115,8 @@ def run_demo(
 
     tick = time.perf_counter()
     config = InvertConfig(steps=steps, lr=QUICK_LR)
-    (inverted,) = invert_files(G, [photo_path], out, config, batch_size=1, device=device, log=log, grid_name=None)
+    (inverted,) = invert_files(G, [photo_path], out, config, batch_size=1, device=device, log=log, grid_name=None,
+                               overwrite=overwrite)
     if inverted.status == "error":
         raise StylerigError(inverted.message)
     result.seconds["align + invert"] = time.perf_counter() - tick
@@ -125,7 +134,8 @@ def run_demo(
 
     tick = time.perf_counter()
     result.metrics["lpips_vgg_256"] = float(lpips(aligned_face, recon)[0])
-    result.metrics["identity_distance"] = float(identity_distance(aligned_face, recon)[0])
+    result.metrics["identity_distance"] = float(identity_distance(aligned_face, recon, shared_frame=True)[0])  # dlib's, the judge
+    result.metrics["identity_sface"] = float(sface_distance(aligned_face, recon, device=device, shared_frame=True)[0])
     result.seconds["metrics"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -1,6 +1,7 @@
 """Outputs of the edit commands: animations (GIF with Pillow, MP4 with OpenCV) and labelled grids.
 
-Every writer goes through :func:`stylerig_au.fileio.atomic_path`: an error never leaves a half-written file.
+Every writer goes through :func:`stylerig_au.fileio.atomic_path` and reads its file back before the rename
+(OpenCV's writer ignores write errors): an error never leaves a half-written file or replaces a good one.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
     if any(f.shape != shape or f.dtype != np.uint8 for f in frames):
         raise StylerigError("animation frames must all be uint8 images of one size")
     if path.suffix.lower() == ".gif":
+        from stylerig_au.imageio import check_image_file
+
         images = [Image.fromarray(f) for f in frames]
-        with atomic_path(path) as tmp:
-            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        duration = round(1000 / fps)
+        with atomic_path(path, verify=lambda tmp: check_image_file(tmp, images[0].size, duration * len(images))) as tmp:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
         return path
     cv2 = _cv2()
     h, w = shape[:2]
     even_h, even_w = h + h % 2, w + w % 2  # MPEG-4 wants even sides
-    with atomic_path(path) as tmp:
+    with atomic_path(path, verify=lambda tmp: check_video_file(tmp, (even_w, even_h), len(frames))) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (even_w, even_h))
         if not writer.isOpened():
             raise StylerigError(f"{path}: OpenCV could not open an MP4 writer here; write a .gif instead")
@@ -86,6 +90,28 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
         finally:
             writer.release()
     return path
+
+
+def check_video_file(path: str | os.PathLike, size: tuple[int, int], frames: int) -> None:
+    """Raise ValueError unless OpenCV opens the video at ``path`` and reads back ``frames`` frames of
+    ``size`` (width, height). OpenCV's writer ignores write errors (a full disk), so this is the check."""
+    cv2 = _cv2()
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise ValueError("OpenCV cannot open it")
+        count = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if (frame.shape[1], frame.shape[0]) != tuple(size):
+                raise ValueError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, expected {size[0]}x{size[1]}")
+            count += 1
+    finally:
+        capture.release()
+    if count != frames:
+        raise ValueError(f"read back {count} of {frames} frames")
 
 
 MIN_FONT_PX = 14  # the smallest label text that stays legible at 100 % zoom

@@ -12,7 +12,9 @@ at its own size::
 
 The latent of a photo is cached as ``<cache_dir>/<photo stem>.pt`` and reused when its
 ``source_sha256`` matches the photo's bytes and it was made by the same generator with the same
-inversion settings; otherwise the photo is inverted again (and the cache file replaced).
+inversion settings (any settings when the caller did not choose them: a 500-step latent from
+``invert`` is reused, not redone in 60). Any other file there (another photo's latent, other
+settings, not a latent) is never replaced without ``overwrite`` (:mod:`stylerig_au.outputs`).
 """
 
 from __future__ import annotations
@@ -95,13 +97,25 @@ def check_latent(G, record: dict, name: str = "latent") -> None:
         raise StylerigError(f"{name}: latent has non-finite values")
 
 
-def _cache_ok(record: dict, G, digest: str, config, face: int | None = None) -> bool:
-    """True when a cached latent matches the photo bytes, the face, the generator and the inversion settings."""
-    saved = dict(record.get("config") or {})
-    saved.pop("checkpoint_every", None)
-    return (record.get("source_sha256") == digest and record.get("generator") == G.name
-            and record.get("face_index") == (face or 0) and record.get("transform") is not None
-            and saved == config.schedule_key())
+def latent_cache_path(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, face: int | None = None) -> Path:
+    """Where the latent of photo ``source`` (face ``face``) is cached: ``<cache_dir>/<stem>[_face<K>].pt``
+    (``cache_dir`` defaults to the photo's folder)."""
+    source = Path(source)
+    cache = Path(cache_dir) if cache_dir is not None else source.parent
+    return cache / (f"{source.stem}.pt" if face is None else f"{source.stem}_face{face}.pt")
+
+
+def _cache_mismatch(record: dict, G, digest: str, config, face: int | None = None, any_settings: bool = False) -> str | None:
+    """Why a cached latent cannot stand for this photo, face, generator and inversion ``config``
+    (None: it can). ``any_settings``: accept the latent whatever settings it was made with."""
+    from stylerig_au.invert import latent_mismatch
+
+    why = latent_mismatch(record, G.name, digest, face or 0, None if any_settings else config)
+    if why is None and record.get("transform") is None:
+        why = "holds a latent of the photo used as an aligned face (no paste-back)"
+    if why is not None and "other settings" in why:
+        why += "; leave out --steps/--lr to reuse it"
+    return why
 
 
 def load_subject(
@@ -116,6 +130,8 @@ def load_subject(
     face: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    any_settings: bool = False,
+    overwrite: bool = False,
 ) -> Subject:
     """A photo (aligned and inverted, or its cached latent reused) or a latent file, ready to edit.
 
@@ -131,10 +147,15 @@ def load_subject(
         face: for a photo with several faces, which one (0 = leftmost, as ``align --all-faces`` numbers
             them); its latent is cached as ``<stem>_face<K>.pt``. Default: the photo's one face.
         progress: show a tqdm bar while inverting; ``log``: where notes go (default: tqdm.write).
+        any_settings: reuse a cached latent of this photo whatever inversion settings made it (the
+            caller did not choose ``config``; it is used only when the photo must be inverted).
+        overwrite: replace a cache file that cannot be reused (another photo's latent, other
+            settings, not a latent at all); without it that is an error, before any inversion.
 
     Raises:
         StylerigError: missing/unreadable photo, no face, several faces without ``face``, no face
-            ``face``, a damaged latent file, or a latent of another generator or shape.
+            ``face``, a damaged latent file, a latent of another generator or shape, or a cache file
+            that cannot be reused and may not be replaced.
     """
     from tqdm import tqdm
 
@@ -155,21 +176,23 @@ def load_subject(
     photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
     steps_by_device = config is None
     config = config or quick_config(device=str(device))
-    cache = Path(cache_dir) if cache_dir is not None else source.parent
-    latent_path = cache / (f"{source.stem}.pt" if face is None else f"{source.stem}_face{face}.pt")
+    latent_path = latent_cache_path(source, cache_dir, face)
     digest = sha256_file(source)
     record = None
-    if latent_path.is_file():
+    if latent_path.exists() or latent_path.is_symlink():
         try:
-            cached = load_latent(latent_path)
+            cached, why = load_latent(latent_path), None
         except StylerigError:
-            raise StylerigError(f"{latent_path} exists and is not a stylerig-au latent file; it would be overwritten "
-                                "by the photo's latent: move it, or keep latents elsewhere (--latent-dir)") from None
-        if _cache_ok(cached, G, digest, config, face):
+            cached, why = None, "is not a stylerig-au latent file"
+        if cached is not None:
+            why = _cache_mismatch(cached, G, digest, config, face, any_settings)
+        if why is None:
             check_latent(G, cached, str(latent_path))
             record = cached
             log(f"reusing the inversion of {source.name} from {latent_path}")
-        # else: another photo, generator or settings: invert again and replace it
+        elif not overwrite:
+            raise StylerigError(f"{latent_path} already exists and {why}; pass --overwrite to replace it with this "
+                                "photo's latent, or keep latents elsewhere (--latent-dir)")
     inverted = record is None
     if inverted:
         if steps_by_device:
