@@ -222,7 +222,6 @@ def bench_synthesis(res: int, batch: int, device: torch.device, impls: list[str]
         if impl != "ref":
             for key in ("fwd", "fwdbwd"):
                 out[f"{key}_speedup_{impl}"] = ratio(ref[f"{key}_ms"], out["impls"][impl][f"{key}_ms"])
-    del G
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au import metrics, pretrained, sface
     from stylerig_au.au.landmarks import landmarks_68
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.identity_net import SFaceIdentity, warp_crops
+    from stylerig_au.identity_net import SFaceIdentity
     from stylerig_au.imageio import list_images, load_image, resize, to_tensor
 
     device = args.device

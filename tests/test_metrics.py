@@ -122,5 +122,5 @@ def test_identity_needs_a_face_in_each_image(celeb, tmp_path, monkeypatch, capsy
     import json
 
     rows = json.loads(captured.out)
-    assert [Path(r["a"]).name for r in rows] == ["face.png"] and rows[0]["identity_distance"] == 0
+    assert [Path(r["a"]).name for r in rows] == ["face.png"] and rows[0]["identity_dlib"] == 0
     assert "no face found in other.png" in captured.err and "1 of 2 pairs" in captured.err

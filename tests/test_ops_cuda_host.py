@@ -15,7 +15,7 @@ import torch
 
 from stylerig_au import ops
 from stylerig_au.ops import activation, activation_cuda, jit, upfirdn_cuda
-from tests.ops_checks import check_bias_act, check_upfirdn2d, close
+from tests.ops_checks import check_bias_act, check_upfirdn2d
 from tests.test_ops_upfirdn import FILTERS, grid
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found on PATH")

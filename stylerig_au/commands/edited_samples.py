@@ -17,7 +17,6 @@ import click
 from stylerig_au.commands._numbers import SEED, THREADS, WORKERS
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
-from stylerig_au.errors import StylerigError
 
 
 @click.command(name="edited-samples")
