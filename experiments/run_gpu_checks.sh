@@ -5,6 +5,7 @@
 # goes; a step that fails or times out does not stop the next one. The step limits add up to 480 s
 # (most important first), so `run` with timeout_s 540 still brings back whatever finished.
 #
+# Usage:
 #   experiments/run_gpu_checks.sh [OUT_DIR]       # default: $OUT/gpu_checks if $OUT is set, else
 #                                                 #          experiments/results/gpu_checks_<device>
 #   QUICK=1 experiments/run_gpu_checks.sh DIR     # tiny settings (a try on the CPU: GPU steps say 'skip')

@@ -47,6 +47,8 @@ def test_invert_command_chooses_steps_by_device(fake_inversion, monkeypatch, tmp
     args = ["invert", str(photo), "--out", str(tmp_path / "out")]
     if gpu:  # as on a machine with a GPU
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
         monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
         args += ["--device", "cuda"]
     assert main(args) == 0
