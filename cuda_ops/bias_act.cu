@@ -8,11 +8,11 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename A> __device__ __forceinline__ A sigmoid(A v) { return A(1) / (A(1) + exp(-v)); }
+template <typename A> SR_HD A sigmoid(A v) { return A(1) / (A(1) + exp(-v)); }
 
 // Value, first and second derivative of the activation at v.
 template <typename A>
-__device__ __forceinline__ void activation(int act, A v, A alpha, A& f, A& d1, A& d2) {
+SR_HD void activation(int act, A v, A alpha, A& f, A& d1, A& d2) {
     const A selu_scale = A(1.0507009873554804934193349852946);
     const A selu_alpha = A(1.6732632423543772848170429916717);
     switch (act) {
@@ -55,40 +55,48 @@ __device__ __forceinline__ void activation(int act, A v, A alpha, A& f, A& d1, A
     }
 }
 
-// I: index type; 32-bit when the tensor allows it (64-bit division is many instructions on a GPU).
+// Output element i (see bias_act.h). Host + device, so tests/cuda_host can check it without a GPU.
 template <typename T, typename I>
-__global__ void bias_act_kernel(const BiasActArgs a) {
+SR_HD T bias_act_element(const BiasActArgs& a, I i) {
     using A = typename AccType<T>::type;
     const T* __restrict__ x = static_cast<const T*>(a.x);
     const T* __restrict__ b = static_cast<const T*>(a.b);
     const T* __restrict__ ref = static_cast<const T*>(a.ref);
     const T* __restrict__ dy = static_cast<const T*>(a.dy);
-    T* __restrict__ out = static_cast<T*>(a.out);
     const A alpha = A(a.alpha), gain = A(a.gain), clamp = A(a.clamp);
-
-    const I n = static_cast<I>(a.n), step = static_cast<I>(a.bias_step), len = static_cast<I>(a.bias_len);
-    for (I i = static_cast<I>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * kThreads) {
-        const A bias = b ? to_acc(b[(i / step) % len]) : A(0);
-        A f, d1, d2, r;
-        if (a.grad == 0) {
-            activation<A>(a.act, to_acc(x[i]) + bias, alpha, f, d1, d2);
-            r = f * gain;
-            if (clamp >= A(0)) r = r > clamp ? clamp : (r < -clamp ? -clamp : r);
-        } else if (a.ref_is_y) {
-            // Piecewise-linear activation with gain > 0: the output's sign tells the slope.
-            const A yv = to_acc(ref[i]);
-            const A slope = a.act == kLinear ? A(1) : (yv > A(0) ? A(1) : (a.act == kLrelu ? alpha : A(0)));
-            const bool pass = clamp < A(0) || (yv < clamp && yv > -clamp);
-            r = pass ? to_acc(x[i]) * slope * gain : A(0);
-        } else {
-            activation<A>(a.act, to_acc(ref[i]) + bias, alpha, f, d1, d2);
-            const A v = f * gain;
-            const bool pass = clamp < A(0) || (v <= clamp && v >= -clamp);
-            if (!pass) r = A(0);
-            else if (a.grad == 1) r = to_acc(x[i]) * d1 * gain;
-            else r = to_acc(x[i]) * to_acc(dy[i]) * d2 * gain;
+    const I step = static_cast<I>(a.bias_step), len = static_cast<I>(a.bias_len);
+    const A bias = b ? to_acc(b[(i / step) % len]) : A(0);
+    A f, d1, d2, r;
+    if (a.grad == 0) {
+        activation<A>(a.act, to_acc(x[i]) + bias, alpha, f, d1, d2);
+        r = f * gain;
+        if (clamp >= A(0)) {
+            const A rt = round_to<T>(r);
+            r = rt > clamp ? clamp : (rt < -clamp ? -clamp : rt);
         }
-        out[i] = from_acc<T>(r);
+    } else if (a.ref_is_y) {
+        // Piecewise-linear activation with gain > 0 and no clamp: the output's sign tells the slope.
+        const A yv = to_acc(ref[i]);
+        const A slope = a.act == kLinear ? A(1) : (yv > A(0) ? A(1) : (a.act == kLrelu ? alpha : A(0)));
+        r = to_acc(x[i]) * slope * gain;
+    } else {
+        activation<A>(a.act, to_acc(ref[i]) + bias, alpha, f, d1, d2);
+        const A rt = round_to<T>(f * gain);  // the value the forward pass clamped
+        const bool pass = clamp < A(0) || (rt <= clamp && rt >= -clamp);
+        if (!pass) r = A(0);
+        else if (a.grad == 1) r = to_acc(x[i]) * d1 * gain;
+        else r = to_acc(x[i]) * to_acc(dy[i]) * d2 * gain;
+    }
+    return from_acc<T>(r);
+}
+
+// I: index type; 32-bit when the tensor allows it (64-bit division is many instructions on a GPU).
+template <typename T, typename I>
+__global__ void bias_act_kernel(const BiasActArgs a) {
+    T* __restrict__ out = static_cast<T*>(a.out);
+    const I n = static_cast<I>(a.n);
+    for (I i = static_cast<I>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * kThreads) {
+        out[i] = bias_act_element<T, I>(a, i);
     }
 }
 
@@ -110,6 +118,7 @@ int launch(const BiasActArgs& a, cudaStream_t stream) {
 int bias_act_launch(const BiasActArgs& a, void* stream) {
     if (a.n <= 0) return 0;
     if (a.b && (a.bias_step <= 0 || a.bias_len <= 0)) return static_cast<int>(cudaErrorInvalidValue);
+    if (a.ref_is_y && a.clamp >= 0) return static_cast<int>(cudaErrorInvalidValue);  // see bias_act.h
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     switch (a.dtype) {
         case kFloat32: return launch<float>(a, s);

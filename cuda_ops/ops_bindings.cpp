@@ -26,14 +26,17 @@ void check_cuda_contiguous(const torch::Tensor& t, const char* name) {
     TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
-// f: float32, 2-D [fh, fw], or 1-D [fw] with separable = true. flip = true gives a true convolution.
+// f: float64 for float64 x, else float32; 2-D [fh, fw], or 1-D [fw] with separable = true.
+// flip = true gives a true convolution.
 torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, bool separable, bool flip, double gain, int64_t up_x,
                         int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0, int64_t pad_y0, int64_t out_h,
                         int64_t out_w) {
     check_cuda_contiguous(x, "x");
     check_cuda_contiguous(f, "filter");
     TORCH_CHECK(x.dim() == 4, "x must be [N, C, H, W]");
-    TORCH_CHECK(f.scalar_type() == torch::kFloat && f.dim() == (separable ? 1 : 2), "filter must be float32, 1-D if separable else 2-D");
+    const auto f_type = x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    TORCH_CHECK(f.scalar_type() == f_type && f.dim() == (separable ? 1 : 2),
+                "filter must be float64 for float64 x, else float32; 1-D if separable else 2-D");
     TORCH_CHECK(f.device() == x.device(), "filter and x must be on the same device");
     TORCH_CHECK(up_x >= 1 && up_y >= 1 && down_x >= 1 && down_y >= 1, "factors must be >= 1");
     TORCH_CHECK(out_h >= 1 && out_w >= 1, "output must not be empty");
@@ -42,7 +45,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, bool separable, bool f
     auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
     stylerig::Upfirdn2dArgs a{};
     a.x = x.data_ptr();
-    a.f = f.data_ptr<float>();
+    a.f = f.data_ptr();
     a.y = y.data_ptr();
     a.dtype = dtype_code(x);
     a.planes = x.size(0) * x.size(1);
@@ -60,7 +63,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, bool separable, bool f
     a.f_h = separable ? a.f_w : static_cast<int>(f.size(0));
     a.separable = separable ? 1 : 0;
     a.flip = flip ? 1 : 0;
-    a.gain = static_cast<float>(gain);
+    a.gain = gain;
     const int err = stylerig::upfirdn2d_launch(a, c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == 0, "upfirdn2d kernel launch failed: ", stylerig::cuda_error_text(err));
     return y;
@@ -91,6 +94,7 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor ref, torc
     }
     TORCH_CHECK(grad == 0 || ref.numel() > 0, "grad >= 1 needs ref");
     TORCH_CHECK(grad != 2 || (dy.numel() > 0 && !ref_is_y), "grad == 2 needs dy and the forward input as ref");
+    TORCH_CHECK(!ref_is_y || clamp < 0, "ref_is_y cannot be used with a clamp (see bias_act.h)");
     auto out = torch::empty_like(x);
     a.x = x.data_ptr();
     a.ref = ref.numel() > 0 ? ref.data_ptr() : nullptr;
@@ -100,9 +104,9 @@ torch::Tensor bias_act(torch::Tensor x, torch::Tensor b, torch::Tensor ref, torc
     a.act = static_cast<int>(act);
     a.grad = static_cast<int>(grad);
     a.ref_is_y = ref_is_y ? 1 : 0;
-    a.alpha = static_cast<float>(alpha);
-    a.gain = static_cast<float>(gain);
-    a.clamp = static_cast<float>(clamp);
+    a.alpha = alpha;  // double all the way: float64 tensors are computed in double
+    a.gain = gain;
+    a.clamp = clamp;
     const int err = stylerig::bias_act_launch(a, c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == 0, "bias_act kernel launch failed: ", stylerig::cuda_error_text(err));
     return out;

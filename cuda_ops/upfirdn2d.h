@@ -9,13 +9,14 @@ namespace stylerig {
 
 // y[p, oy, ox] = gain * sum_{ty, tx} w[ty, tx] * U[p, oy*down_y + ty - pad_y0, ox*down_x + tx - pad_x0]
 // where U is x upsampled by zero insertion (U[k*up] = x[k], zero elsewhere and outside the image),
-// and the correlation weights w come from the float32 filter f:
+// and the correlation weights w come from the filter f (float64 when dtype is kFloat64, else float32;
+// weights and sums are computed in that type, so float64 tensors are filtered in double):
 //   separable == 0: f is [f_h, f_w],            w[ty, tx] = f[r(ty), r(tx)]
 //   separable == 1: f is [f_w] (f_h == f_w),    w[ty, tx] = f[r(ty)] * f[r(tx)]
 // with r(t) = t, or the reversed index when `flip` is set (flip = 1 gives a true convolution with f).
 struct Upfirdn2dArgs {
     const void* x;     // [planes, in_h, in_w], contiguous, element type `dtype`
-    const float* f;    // filter (see above), contiguous, on the same device
+    const void* f;     // filter (see above), contiguous, on the same device
     void* y;           // [planes, out_h, out_w], contiguous, element type `dtype`
     int dtype;         // DType
     int64_t planes;    // N * C
@@ -24,7 +25,7 @@ struct Upfirdn2dArgs {
     int pad_x0, pad_y0;  // leading padding after upsampling (negative crops)
     int f_h, f_w;
     int separable, flip;
-    float gain;
+    double gain;
 };
 
 // Launches on `stream` (a cudaStream_t); returns a cudaError_t (0 on success).

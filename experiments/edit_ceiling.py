@@ -13,8 +13,9 @@ steps, against the mapper's own training terms measured by the student detector
 * keep: mean (student change of the other AUs)², weighted by ``--keep``;
 * outside: LPIPS between face and edit with the edited AU's face region blacked out
   (``mapper_train.region_mask``), weighted by ``--outside``, so hair, background and colours stay;
-* identity: dlib face-descriptor distance between face and edit (``mapper_train.dlib_identity``),
-  weighted by ``--identity``;
+* identity: the distance between face and edit of the face network ``--identity-net``
+  (``identity_net.identity_loss``; SFace by default; runs before this option refined against dlib's
+  descriptor, the network the identity column below is read with), weighted by ``--identity``;
 * size: mean ((Δw+ − the mapper's Δw+) / w's spread)², weighted by ``--size``.
 
 OpenFace never enters the optimisation; it reads the face, the mapper's edit and the optimised edit,
@@ -47,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval_edits import add_face_set_arguments, describe_mapper  # experiments/ is on sys.path when a script runs from it
+from eval_edits import add_face_set_arguments, au_columns_grid, describe_mapper  # experiments/ is on sys.path when a script runs from it
 from stylerig_au.edit.refine import RefineSettings
+from stylerig_au.identity_net import IDENTITY_NETS
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("mapper", "optimised")
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=float, default=d.keep)
     ap.add_argument("--outside", type=float, default=d.outside)
     ap.add_argument("--identity", type=float, default=d.identity)
+    ap.add_argument("--identity-net", choices=list(IDENTITY_NETS), default=d.identity_net,
+                    help="face network of the identity term (the identity column is read with dlib)")
     ap.add_argument("--size", type=float, default=d.size)
     ap.add_argument("--colour", type=float, default=d.colour)
     ap.add_argument("--batch", type=int, default=6, help="edits optimised together")
@@ -98,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.mapper_train import to_side
     from stylerig_au.edit.refine import EditRefiner
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.identity_net import load_face_resnet
-    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
+    from stylerig_au.identity_net import load_identity_net
+    from stylerig_au.imageio import batch_to_uint8, save_image
     from stylerig_au.metrics import identity_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.perceptual import load_lpips
@@ -121,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     s_cols = torch.tensor([list(student.aus).index(a) for a in measured], device=device)
     of_cols = [list(openface.aus).index(a) for a in measured]
     settings = RefineSettings(steps=args.steps, lr=args.lr, keep=args.keep, outside=args.outside,
-                              identity=args.identity, size=args.size, colour=args.colour)
+                              identity=args.identity, size=args.size, colour=args.colour, identity_net=args.identity_net)
     refiner = EditRefiner(G, student, mapper.w_std, settings, lpips=load_lpips(device=device),
-                          face_net=load_face_resnet(device=device))
+                          face_net=load_identity_net(args.identity_net, device=device))
     out = args.out or REPO / "experiments" / "results" / f"edit_ceiling_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
     partial = out.with_suffix(".partial.json")
     done: dict[str, dict] = json.loads(partial.read_text())["faces"] if args.resume and partial.exists() else {}
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['mean_drift']:6.2f} {s['drift_per_unit']:8.3f} {s['mean_identity']:9.2f}")
     grid = out.with_suffix(".png")
     if tiles:
-        save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
+        save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
               "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,

@@ -10,7 +10,9 @@ For each held-out generator face (seeds from 2,000,000 on, never used for learni
 - drift: mean absolute change of the other 16 AUs; each row keeps all 17 changes, and each AU's
   summary names the three other AUs that moved most (ranked by mean |change|, with the signed mean
   beside it), to show where drift comes from;
-- identity: dlib identity distance between the face and its edit (same person < 0.6; target ≤ 0.45);
+- identity: dlib identity distance between the face and its edit (same person < 0.6; target ≤ 0.45),
+  the judge; ``identity_sface``: SFace's cosine distance between them (same person below about 0.6),
+  a second opinion from the network the training identity term uses by default;
 - age_change, male_prob_change: what an independent age/gender judge (``stylerig_au.attributes``, dlib-models'
   Cydral networks, never trained against) reads on the edit minus the face; the summary gives the share of
   edits that change the age by more than 5 years or move P(male) across 0.5, beside the judge's own noise
@@ -80,6 +82,16 @@ def add_face_set_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=None)
 
 
+def au_columns_grid(tiles: list, aus: list[int], amount: float, cell: int = 128):
+    """Rows of ``len(aus) + 1`` tiles (the unedited face, then its edit of each AU) as one grid whose columns
+    are labelled 'face', 'AU1 +2', ...: uint8 [H, W, 3]."""
+    from stylerig_au.edit.media import labelled_grid, value_label
+
+    n = len(aus) + 1
+    rows = [tiles[i:i + n] for i in range(0, len(tiles), n)]
+    return labelled_grid(rows, col_labels=["face"] + [f"AU{au} {value_label(amount)}" for au in aus], cell=cell)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
@@ -106,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.directions import load_default_directions
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
-    from stylerig_au.imageio import batch_to_uint8, make_grid, save_image
-    from stylerig_au.metrics import identity_distance
+    from stylerig_au.imageio import batch_to_uint8, save_image
+    from stylerig_au.metrics import identity_distance, sface_distance
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
 
@@ -179,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             edit_aus = edit_label["aus"][0]
             change = edit_aus - base_aus
             k = det_aus.index(au)
-            ident = float(identity_distance(base_small, F.interpolate(edit, size=512, mode="area"))[0])
+            edit_small = F.interpolate(edit, size=512, mode="area")
+            ident = float(identity_distance(base_small, edit_small, shared_frame=True)[0])
+            ident_sface = float(sface_distance(base_small, edit_small, device=device, shared_frame=True)[0])
             rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
                          "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident,
                          "geometry_motion": float(au_motion(base_marks, edit_label["landmarks"], au)[0]),
+                         "identity_sface": ident_sface,
                          "changes": {str(a): round(float(c), 4) for a, c in zip(det_aus, change)}})
             if judge is not None:
                 edit_attr = judge_attributes(judge, edit_u8)
@@ -201,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expressed = expressible if expressible is not None else set(dirs.meta.get("expressed", aus))
     per_au = {}
-    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6} {'geo':>6} {'moved':>5}  most moved other AUs")
+    print(f"{'AU':>5} {'expr':>5} {'achieved':>9} {'±sd':>6} {'drift':>6} {'ID':>6} {'SFace':>6} {'geo':>6} {'moved':>5}  most moved other AUs")
     for au in aus:
         r = [x for x in rows if x["au"] == au and np.isfinite(x["achieved"])]
         if not r:
@@ -209,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         ach = np.array([x["achieved"] for x in r])
         per_au[au] = {"expressed": au in expressed, "achieved_mean": float(ach.mean()), "achieved_sd": float(ach.std()),
                       "drift_mean": float(np.mean([x["drift"] for x in r])),
-                      "identity_mean": float(np.mean([x["identity_distance"] for x in r])), "faces": len(r),
+                      "identity_mean": float(np.mean([x["identity_distance"] for x in r])),
+                      "identity_sface_mean": float(np.mean([x["identity_sface"] for x in r])), "faces": len(r),
                       **geometry_summary(r),
                       "top_drift": top_drift(r, au), **attribute_changes(r)}
         p = per_au[au]
         moved = ", ".join(f"AU{a} {m['mean']:+.2f} (|{m['abs']:.2f}|)" for a, m in p["top_drift"].items())
         print(f"AU{au:<3d} {'yes' if p['expressed'] else 'no':>5} {p['achieved_mean']:+9.2f} {p['achieved_sd']:6.2f} "
-              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f} {p['geometry_motion_mean']:+6.3f} {p['geometry_moved_share']:5.2f}  {moved}")
+              f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f} {p['identity_sface_mean']:6.2f} "
+              f"{p['geometry_motion_mean']:+6.3f} {p['geometry_moved_share']:5.2f}  {moved}")
     expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
     ex = [per_au[a] for a in expressed_aus]
     summary = {
@@ -224,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "expressed_within_0.5": sum(abs(p["achieved_mean"] - args.amount) <= 0.5 for p in ex),
         "expressed_mean_drift": float(np.mean([p["drift_mean"] for p in ex])) if ex else None,
         "expressed_mean_identity": float(np.mean([p["identity_mean"] for p in ex])) if ex else None,
+        "expressed_mean_identity_sface": float(np.mean([p["identity_sface_mean"] for p in ex])) if ex else None,
         # the geometric judge (stylerig_au.au.geometry): AUs whose feature moved the right way by > MOVED_IOD on most faces
         "expressed_geometry_moved": sum(p["geometry_moved_share"] > 0.5 for p in ex),
         **face_standard_errors(rows, set(expressed_aus)),
@@ -234,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "judge_noise": judge_noise(judge, base_faces)}
     print(json.dumps(summary, indent=1))
     grid = out.with_suffix(".png")
-    save_image(grid, make_grid(tiles, ncols=len(aus) + 1, cell=128), value_range=(0, 255))
+    save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {
         "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
         **described, "amount": args.amount, "psi": args.psi,
@@ -336,7 +354,7 @@ def face_standard_errors(rows: list[dict], aus: set[int]) -> dict[str, float | N
     Each face's edits are averaged first (the faces are the independent samples; its 17 edits share
     one face), then the standard error of those per-face means is taken. None with fewer than 2 faces.
     """
-    from compare_edit_evals import per_face_means  # experiments/ is on sys.path when a script runs from it
+    from compare_runs import per_face_means  # experiments/ is on sys.path when a script runs from it
 
     out: dict[str, float | None] = {}
     for key, name in (("drift", "expressed_drift_se_over_faces"), ("identity_distance", "expressed_identity_se_over_faces")):

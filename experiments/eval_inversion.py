@@ -1,9 +1,9 @@
-"""Evaluate W+ inversion on real faces: LPIPS, MSE, SSIM, identity distance, seconds per image.
+"""Evaluate W+ inversion on real faces: LPIPS, MSE, SSIM, two identity distances, seconds per image.
 
 Each photo is FFHQ-aligned to the generator's resolution, inverted with ``stylerig_au.invert``
 and its reconstruction compared with the aligned photo, both area-resized to 256² (LPIPS-VGG at
-256² as in the targets; MSE on [0, 1]; SSIM gaussian 11x11; dlib identity distance, same person
-< 0.6). Seconds per image = optimisation wall time of a batch / its size (alignment excluded).
+256² as in the targets; MSE on [0, 1]; SSIM gaussian 11x11; ``identity_distance``: dlib's descriptor
+distance, same person < 0.6; ``identity_sface``: SFace's cosine distance, same person below about 0.6). Seconds per image = optimisation wall time of a batch / its size (alignment excluded).
 
     python experiments/eval_inversion.py --quick --limit 3            # CPU demo settings
     python experiments/eval_inversion.py --device cuda --steps 500    # GPU
@@ -88,25 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         job = next(j for j in prepare_jobs(Path(res.source), G.resolution) if j.stem == res.stem)
         target = resize(job.image, (256, 256))
         recon = resize(load_image(res.recon), (256, 256))
-        try:
-            ident = float(metrics.identity_distance(target, recon)[0])
-        except Exception as err:  # noqa: BLE001 - no face found in either image: report, don't crash
-            print(f"{res.stem}: identity distance unavailable ({err})", file=sys.stderr)
-            ident = float("nan")
+        ident = {}
+        for key, distance in (("identity_distance", metrics.identity_distance), ("identity_sface", metrics.sface_distance)):
+            try:
+                ident[key] = float(distance(target, recon)[0])
+            except Exception as err:  # noqa: BLE001 - no face found in either image: report, don't crash
+                print(f"{res.stem}: {key} unavailable ({err})", file=sys.stderr)
+                ident[key] = float("nan")
         rows.append(
             {
                 "image": Path(res.source).name,
                 "lpips": float(metrics.lpips(target, recon)[0]),
                 "mse": float(metrics.mse(target, recon)[0]),
                 "ssim": float(metrics.ssim(target, recon)[0]),
-                "identity_distance": ident,
+                **ident,
                 "seconds": res.seconds,
             }
         )
     if not rows:
         print("no image was inverted", file=sys.stderr)
         return 1
-    keys = ["lpips", "mse", "ssim", "identity_distance", "seconds"]
+    keys = ["lpips", "mse", "ssim", "identity_distance", "identity_sface", "seconds"]
     mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     print(f"\n{'image':<14}" + "".join(f"{k:>19}" for k in keys))
     for r in rows + [{"image": "MEAN", **mean}]:

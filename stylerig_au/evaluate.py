@@ -12,7 +12,10 @@ face are rendered from the same latent and both are read by an AU/pose/landmark 
     off-target drift: mean |change| over the measured AUs that are not in the edit (0–5 units).
 ``identity_distance``
     dlib face-descriptor distance between the unedited and the edited face, both area-downsampled
-    to 512² (same person below 0.6).
+    to 512² (same person below 0.6): the judge of identity (no training loss uses dlib by default).
+``identity_sface``
+    SFace's cosine distance between the same two faces (:func:`stylerig_au.metrics.sface_distance`,
+    same person below about 0.6): a second opinion, from the network the training losses use.
 ``background_lpips``, ``background_rmse``
     LPIPS-VGG (at 256²) and RMSE (on [0, 1] values) between the unedited and the edited render
     outside the face: the face region (:func:`stylerig_au.align.face_mask` of the unedited render's
@@ -88,6 +91,7 @@ class Instruments:
     Attributes:
         measure: see :data:`MeasureFn`; ``aus``: the AU numbers of its ``aus`` columns.
         identity: see :data:`PairFn` (default: dlib descriptor distance on 512² downsamples).
+        identity_sface: see :data:`PairFn` (default: SFace cosine distance on 512² downsamples); None: not measured.
         lpips: see :data:`PairFn` (default: LPIPS-VGG16 at 256²); called on background-only images.
         names: plain descriptions of the instruments (written into the report).
     """
@@ -97,10 +101,11 @@ class Instruments:
     identity: PairFn
     lpips: PairFn
     names: dict[str, str] = field(default_factory=dict)
+    identity_sface: PairFn | None = None
 
 
 def default_instruments(device: str | torch.device = "cpu") -> Instruments:
-    """OpenFace 2.2 AUs + head pose on dlib landmarks, dlib identity distance, LPIPS-VGG16.
+    """OpenFace 2.2 AUs + head pose on dlib landmarks, dlib and SFace identity distances, LPIPS-VGG16.
 
     Raises:
         StylerigError / AssetError: the OpenFace models are missing (their licence must be accepted).
@@ -110,13 +115,16 @@ def default_instruments(device: str | torch.device = "cpu") -> Instruments:
 
     detector = make_detector("openface").to(device)
 
-    def identity(a: np.ndarray, b: np.ndarray) -> float:
-        from stylerig_au.metrics import identity_distance
+    from stylerig_au.metrics import identity_distance, sface_distance
 
-        try:
-            return float(identity_distance(_downsample(a, IDENTITY_SIZE), _downsample(b, IDENTITY_SIZE))[0])
-        except StylerigError:  # no face in either image
-            return math.nan
+    def identity_by(distance: Callable[..., np.ndarray]) -> PairFn:
+        def identity(a: np.ndarray, b: np.ndarray) -> float:
+            try:
+                return float(distance(_downsample(a, IDENTITY_SIZE), _downsample(b, IDENTITY_SIZE), shared_frame=True)[0])
+            except StylerigError:  # no face in either image
+                return math.nan
+
+        return identity
 
     def lpips(a: np.ndarray, b: np.ndarray) -> float:
         from stylerig_au.metrics import lpips as lpips_distance
@@ -124,10 +132,12 @@ def default_instruments(device: str | torch.device = "cpu") -> Instruments:
         return float(lpips_distance(a, b, size=LPIPS_SIZE, device=device)[0])
 
     return Instruments(measure=lambda images: label_images(images, detector), aus=tuple(int(a) for a in detector.aus),
-                       identity=identity, lpips=lpips,
+                       identity=identity_by(identity_distance), lpips=lpips,
+                       identity_sface=identity_by(lambda a, b, **kw: sface_distance(a, b, device=device, **kw)),
                        names={"aus": "OpenFace 2.2 static AU SVRs on dlib 68 landmarks (stylerig_au)",
                               "pose": "OpenFace PDM fit to the dlib landmarks",
                               "identity": f"dlib ResNet face descriptor distance at {IDENTITY_SIZE}px",
+                              "identity_sface": f"SFace cosine distance at {IDENTITY_SIZE}px (ArcFace 112² crop)",
                               "lpips": f"LPIPS-VGG16 v0.1 at {LPIPS_SIZE}px, face blacked out"})
 
 
@@ -383,6 +393,7 @@ def measure_row(face: str, named: NamedEdit, method: str, base: dict[str, np.nda
     others = [i for i, a in enumerate(aus) if a not in named.edit]
     row["drift"] = _f(np.abs(change[others]).mean()) if others else None
     row["identity_distance"] = _f(instruments.identity(base_img, edited_img))
+    row["identity_sface"] = _f(instruments.identity_sface(base_img, edited_img)) if instruments.identity_sface else None
     lp, rmse = background_metrics(base_img, edited_img, base["landmarks"], instruments.lpips)
     row["background_lpips"], row["background_rmse"] = _f(lp), _f(rmse)
     pose = np.degrees(edited["pose"].astype(np.float64) - base["pose"].astype(np.float64))
@@ -606,6 +617,7 @@ def _stats(rows: list[dict]) -> dict[str, Any]:
         "au_mse": _mean(t["error"] ** 2 if t["error"] is not None else None for t in terms),
         "drift": _mean(r["drift"] for r in ok),
         "identity_distance": _mean(r["identity_distance"] for r in ok),
+        "identity_sface": _mean(r.get("identity_sface") for r in ok),  # rows made before it: None
         "background_lpips": _mean(r["background_lpips"] for r in ok),
         "background_rmse": _mean(r["background_rmse"] for r in ok),
         "pose_change_max_deg": _mean(r["pose_change_max_deg"] for r in ok),
@@ -662,14 +674,16 @@ def report_markdown(report: dict) -> str:
     for m, d in s.get("directions", {}).items():
         lines.append(f"- **{m}**: {d.get('method')} (created {d.get('created')})")
     lines += ["", ("Changes are AU intensity units (OpenFace, 0–5). drift: mean |change| of the AUs not in the edit; "
-                   "ID: dlib identity distance (same person < 0.6); bg: background outside the face mask; "
+                   "ID dlib: dlib identity distance (same person < 0.6; the judge); ID SFace: SFace cosine "
+                   "distance (same person below about 0.6); bg: background outside the face mask; "
                    "pose: largest head-angle change (degrees); s: seconds to edit + render one image."), "",
               "## Per method", "",
-              "| method | rows | measured | abs err | AU-MSE | drift | ID | bg LPIPS | bg RMSE | pose° | s/img |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| method | rows | measured | abs err | AU-MSE | drift | ID dlib | ID SFace | bg LPIPS | bg RMSE | pose° | s/img |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m, p in report["per_method"].items():
         lines.append(f"| {m} | {p['rows']} | {p['measured']} | {_fmt(p['abs_error'])} | {_fmt(p.get('au_mse'))} | {_fmt(p['drift'])} | "
-                     f"{_fmt(p['identity_distance'])} | {_fmt(p['background_lpips'], 3)} | {_fmt(p['background_rmse'], 4)} | "
+                     f"{_fmt(p['identity_distance'])} | {_fmt(p.get('identity_sface'))} | {_fmt(p['background_lpips'], 3)} | "
+                     f"{_fmt(p['background_rmse'], 4)} | "
                      f"{_fmt(p['pose_change_max_deg'], 1)} | {_fmt(p['seconds'])} |")
     lines += ["", "## Per AU: target vs achieved change", "",
               "| method | AU | terms | target | achieved | abs err | within 0.5 |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -678,16 +692,16 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| {m} | AU{au} | {p['terms']} | {_fmt(p['target_change'])} | {_fmt(p['achieved_change'])} | "
                          f"{_fmt(p['abs_error'])} | {_fmt(p['within_0.5'])} |")
     lines += ["", "## Per edit", "",
-              "| method | edit | measured | target | achieved | abs err | drift | ID | bg LPIPS | pose° |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| method | edit | measured | target | achieved | abs err | drift | ID dlib | ID SFace | bg LPIPS | pose° |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m, edits in report["per_edit"].items():
         for label, p in edits.items():
             lines.append(f"| {m} | `{label}` | {p['measured']} | {_fmt(p['target_change'])} | {_fmt(p['achieved_change'])} | "
-                         f"{_fmt(p['abs_error'])} | {_fmt(p['drift'])} | {_fmt(p['identity_distance'])} | "
+                         f"{_fmt(p['abs_error'])} | {_fmt(p['drift'])} | {_fmt(p['identity_distance'])} | {_fmt(p.get('identity_sface'))} | "
                          f"{_fmt(p['background_lpips'], 3)} | {_fmt(p['pose_change_max_deg'], 1)} |")
     o = report["overall"]
     lines += ["", (f"Overall: {o['measured']} of {o['rows']} rows measured; mean |error| {_fmt(o['abs_error'])}, "
-                   f"drift {_fmt(o['drift'])}, ID {_fmt(o['identity_distance'])}."), "",
+                   f"drift {_fmt(o['drift'])}, ID dlib {_fmt(o['identity_distance'])}, ID SFace {_fmt(o.get('identity_sface'))}."), "",
               "Plots: `au_target_vs_achieved.png`, `identity_vs_strength.png`; faces: `grid.png`.", ""]
     return "\n".join(lines)
 

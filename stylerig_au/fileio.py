@@ -5,38 +5,95 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+def atomic_path(path: str | os.PathLike, verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds and
+    what it wrote is on disk and passes ``verify``.
 
-    The parent folder is created. On an exception the temporary file is removed and ``path`` is left
-    as it was. The result gets the permissions a plain ``open()`` would give it (0666 minus the umask).
+    Args:
+        path: the file to (re)place.
+        verify: ``verify(tmp)`` reads the written file back and raises (any exception) when it is
+            broken: a truncated image, a video without its frames. None: only the flush to disk.
+    Raises:
+        StylerigError: the write failed (OSError: a full disk, a read-only folder) or ``verify``
+            failed; one line naming ``path``. ``path`` is then left exactly as it was.
+
+    The parent folder is created. On any exception the temporary file is removed. The result gets the
+    permissions a plain ``open()`` would give it (0666 minus the umask).
     """
+    from stylerig_au.errors import StylerigError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    kept = "the existing file is unchanged" if path.exists() else "nothing was written"
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
+        _flush_to_disk(tmp_path)  # a full disk may only show here (delayed allocation, NFS)
+        if verify is not None:
+            try:
+                verify(tmp_path)
+            except Exception as err:  # noqa: BLE001 - any failure to read it back means a broken file
+                raise StylerigError(f"{path}: the written file does not read back ({type(err).__name__}: "
+                                    f"{_one_line(err)}); {kept}") from None
         umask = os.umask(0)  # read the umask (there is no getter) ...
         os.umask(umask)  # ... and put it back
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as err:
+        raise StylerigError(f"{path}: could not be written ({err.strerror or _one_line(err)}); {kept}") from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
+def _flush_to_disk(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically; returns the path."""
-    with atomic_path(path) as tmp:
+    """Write ``text`` to ``path`` atomically (read back and compared before the rename); returns the path."""
+    def same_text(tmp: Path) -> None:
+        if tmp.read_text() != text:
+            raise ValueError("the text read back differs from what was written")
+
+    with atomic_path(path, verify=same_text) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: object) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; every stored record's checksum is read back before the rename."""
+    import torch
+
+    with atomic_path(path, verify=check_zip_file) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def check_zip_file(path: Path) -> None:
+    """Raise ValueError unless ``path`` is a complete zip file (torch.save's format) whose CRCs all match."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise ValueError(f"record {bad} is damaged")
 
 
 def load_record(path: str | os.PathLike, fmt: str, version: int, kind: str, hint: str = "") -> dict:

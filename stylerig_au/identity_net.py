@@ -1,7 +1,12 @@
-"""dlib's face-recognition ResNet in PyTorch: the 128-d descriptor of :mod:`stylerig_au.metrics`, differentiable.
+"""Identity networks as differentiable losses: dlib's face-recognition ResNet in PyTorch, and the
+:class:`IdentityNet` protocol that it and SFace (:mod:`stylerig_au.sface`) share.
 
-The identity distance that the evaluations report is dlib's (``dlib_face_recognition_resnet_model_v1``,
-same person < 0.6). dlib runs it in C++ without gradients; this module reads the same weights from
+:func:`load_identity_net` gives either network behind the protocol (crop the face from its
+landmarks, embed the crop, the network's own distance) and :func:`identity_loss` uses it as a
+training term; ``sface`` is the training default, while dlib stays the evaluations' judge.
+
+The evaluations report the identity distances of both networks; dlib's (``dlib_face_recognition_resnet_model_v1``,
+same person < 0.6) is the judge of record. dlib runs it in C++ without gradients; this module reads the same weights from
 the same ``.dat`` file (dlib's own serialisation, parsed here) into a PyTorch network, so that a
 training loss can follow that descriptor. On the same 150x150 face chip it gives dlib's descriptor
 to float precision (tested).
@@ -17,8 +22,10 @@ means, divided by 256.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -231,22 +238,131 @@ def chip_affine(landmarks: np.ndarray) -> np.ndarray:
     ])
 
 
-def extract_chips(images: torch.Tensor, affines: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Differentiable face chips: float [N, 3, 150, 150] RGB in [0, 255], the network's input.
+def warp_crops(images: torch.Tensor, affines: torch.Tensor | np.ndarray, size: int,
+               padding_mode: str = "border") -> torch.Tensor:
+    """Differentiable face crops: float [N, 3, size, size] RGB in [0, 255], a network's input.
 
     Args:
-        images: float [N, 3, H, W] in [-1, 1] (the generator's range).
-        affines: [N, 2, 3] or [2, 3] chip pixel -> image pixel maps (:func:`chip_affine` of landmarks
-            found in an image of the same size). Sampled bilinearly; an image much larger than the face's
-            150-pixel chip should be area-downsized first (and the affine scaled) to avoid aliasing.
+        images: float [N, 3, H, W] in [-1, 1] (the generator's range; clamped).
+        affines: [N, 2, 3] or [2, 3] crop pixel -> image pixel maps (e.g. :func:`chip_affine` of
+            landmarks found in an image of the same size). Sampled bilinearly with pixel centres at
+            integer coordinates (as dlib's chips and OpenCV's ``warpAffine``); an image much larger than
+            the crop's face should be area-downsized first (and the affine scaled) to avoid aliasing.
+        size: side of the square crop.
+        padding_mode: outside the image, ``'border'`` repeats the edge, ``'zeros'`` gives black.
     """
     n, _, h, w = images.shape
     a = torch.as_tensor(affines, dtype=images.dtype, device=images.device)
     a = a.expand(n, 2, 3) if a.ndim == 2 else a
-    ys, xs = torch.meshgrid(torch.arange(CHIP_SIZE, dtype=images.dtype, device=images.device),
-                            torch.arange(CHIP_SIZE, dtype=images.dtype, device=images.device), indexing="ij")
-    chip = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # [S, S, 3]
-    pix = torch.einsum("nij,hwj->nhwi", a, chip)  # image pixel (x, y) of each chip pixel
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=images.dtype, device=images.device),
+                            torch.arange(size, dtype=images.dtype, device=images.device), indexing="ij")
+    crop = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # [S, S, 3]
+    pix = torch.einsum("nij,hwj->nhwi", a, crop)  # image pixel (x, y) of each crop pixel
     grid = torch.stack([pix[..., 0] / (w - 1), pix[..., 1] / (h - 1)], dim=-1) * 2 - 1
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return (out.clamp(-1, 1) + 1) * 127.5
+    rgb = (images.clamp(-1, 1) + 1) * 127.5
+    return F.grid_sample(rgb, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
+def extract_chips(images: torch.Tensor, affines: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """dlib's face chips: :func:`warp_crops` at 150x150 with the border repeated -> float [N, 3, 150, 150]
+    RGB in [0, 255], the input of :class:`DlibFaceResNet`."""
+    return warp_crops(images, affines, CHIP_SIZE, "border")
+
+
+# ----------------------------------------------------------------------------- one protocol, two networks
+
+
+class IdentityNet(Protocol):
+    """A face-recognition network as a differentiable identity measure.
+
+    ``crop_affine(landmarks [68, 2]) -> float64 [2, 3]``: the network's face crop (crop pixel -> image pixel);
+    ``embed(images [N, 3, H, W] in [-1, 1], affines [N, 2, 3]) -> [N, D]``: features of those crops;
+    ``distance(a [N, D], b [N, D]) -> [N]``: the network's own distance between features.
+    """
+
+    name: str
+
+    def crop_affine(self, landmarks: np.ndarray) -> np.ndarray: ...
+
+    def embed(self, images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor: ...
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+
+
+class DlibIdentity:
+    """dlib's ResNet descriptor on its 150x150 chip; Euclidean distance (same person < 0.6)."""
+
+    name = "dlib"
+
+    def __init__(self, net: DlibFaceResNet):
+        self.net = net
+
+    def crop_affine(self, landmarks: np.ndarray) -> np.ndarray:
+        return chip_affine(landmarks)
+
+    def embed(self, images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
+        return self.net(extract_chips(images, affines))
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).pow(2).sum(dim=1).add(1e-12).sqrt()
+
+
+class SFaceIdentity:
+    """SFace's feature on the 112x112 ArcFace crop (:mod:`stylerig_au.sface`); cosine distance ``1 - cos``."""
+
+    name = "sface"
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def crop_affine(self, landmarks: np.ndarray) -> np.ndarray:
+        from stylerig_au.sface import crop_affine
+
+        return crop_affine(landmarks)
+
+    def embed(self, images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
+        from stylerig_au.sface import CROP_SIZE
+
+        return self.net(warp_crops(images, affines, CROP_SIZE, "zeros"))  # OpenCV's alignCrop: black outside
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 1 - F.cosine_similarity(a, b, dim=1, eps=1e-12)
+
+
+def _load_dlib(device: str | torch.device) -> DlibIdentity:
+    return DlibIdentity(load_face_resnet(device=device))
+
+
+def _load_sface(device: str | torch.device) -> SFaceIdentity:
+    from stylerig_au.sface import load_sface
+
+    return SFaceIdentity(load_sface(device=device))
+
+
+IDENTITY_NETS: dict[str, Callable[[str | torch.device], IdentityNet]] = {"sface": _load_sface, "dlib": _load_dlib}
+
+
+def load_identity_net(name: str, device: str | torch.device = "cpu") -> IdentityNet:
+    """The identity network ``name`` (a key of :data:`IDENTITY_NETS`) with the registry's weights, on ``device``."""
+    if name not in IDENTITY_NETS:
+        raise StylerigError(f"unknown identity net {name!r}; choose one of {', '.join(IDENTITY_NETS)}")
+    return IDENTITY_NETS[name](device)
+
+
+def identity_loss(net: IdentityNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The network's distance [N] between the faces of ``a`` and ``b`` (float [N, 3, S, S] in [-1, 1]),
+    both cropped where dlib finds the face's landmarks in ``b`` (no gradient through the landmarks, none
+    into ``b``); 0 for an image where dlib finds no face. Gradients reach ``a``."""
+    from stylerig_au.au.landmarks import landmarks_68
+    from stylerig_au.imageio import batch_to_uint8
+
+    affines, found = [], []
+    for img in batch_to_uint8(b):
+        pts = landmarks_68(img)
+        found.append(pts is not None)
+        affines.append(net.crop_affine(pts) if pts is not None else np.eye(2, 3))
+    aff = torch.as_tensor(np.stack(affines), dtype=a.dtype, device=a.device)
+    fa = net.embed(a, aff)
+    with torch.no_grad():
+        fb = net.embed(b, aff)
+    return net.distance(fa, fb) * torch.tensor(found, dtype=fa.dtype, device=fa.device)

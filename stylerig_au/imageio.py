@@ -67,7 +67,7 @@ def to_uint8(image: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
     """uint8 [H, W, 3] from a uint8 array (returned as is), or a float array/tensor.
 
     Float inputs are [H, W, 3] arrays or [3, H, W] / [1, 3, H, W] tensors with values in
-    ``value_range`` (the generator's [-1, 1] by default).
+    ``value_range`` (the generator's [-1, 1] by default); a nan or inf among them is a StylerigError.
     """
     if isinstance(image, torch.Tensor):
         t = image.detach().float().cpu()
@@ -84,6 +84,8 @@ def to_uint8(image: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
             if arr.ndim == 2:
                 arr = np.repeat(arr[..., None], 3, axis=2)
             return arr
+    if not np.isfinite(arr).all():  # a diverged render: writing it would report noise as success
+        raise StylerigError("the image has non-finite pixel values (nan/inf): the render diverged; nothing was written")
     lo, hi = value_range
     arr = (arr.astype(np.float64) - lo) / (hi - lo) * 255.0
     arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
@@ -98,6 +100,8 @@ def batch_to_uint8(images: torch.Tensor) -> np.ndarray:
     """uint8 numpy [N, H, W, 3] from a float tensor batch [N, 3, H, W] in [-1, 1] (clipped, rounded)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise StylerigError(f"expected an image batch tensor [N, 3, H, W], got {tuple(getattr(images, 'shape', ()))}")
+    if not bool(torch.isfinite(images).all()):
+        raise StylerigError("the images have non-finite pixel values (nan/inf): the render diverged")
     u8 = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return u8.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -110,16 +114,53 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Path:
-    """Write an image (see :func:`to_uint8` for accepted inputs) atomically; format from the suffix."""
+def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0),
+               provenance: dict | None = None) -> Path:
+    """Write an image (see :func:`to_uint8` for accepted inputs) atomically; format from the suffix.
+
+    ``provenance``: what made it (a JSON-able dict), stored in a PNG text chunk so that a later run can
+    tell its own file from someone else's (:mod:`stylerig_au.outputs`); ignored for other formats.
+    The file is decoded back before it replaces ``path``.
+    """
     path = Path(path)
     arr = to_uint8(image, value_range)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise StylerigError(f"{path}: unknown image suffix {path.suffix!r}; use .png or .jpg")
-    with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    options: dict = {"quality": 95} if fmt == "JPEG" else {}
+    if provenance is not None and fmt == "PNG":
+        import json
+
+        from PIL.PngImagePlugin import PngInfo
+
+        from stylerig_au.outputs import PROVENANCE_KEY
+
+        options["pnginfo"] = PngInfo()
+        options["pnginfo"].add_text(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True))
+    size = (arr.shape[1], arr.shape[0])
+    with atomic_path(path, verify=lambda tmp: check_image_file(tmp, size)) as tmp:
+        Image.fromarray(arr).save(tmp, format=fmt, **options)
     return path
+
+
+def check_image_file(path: str | os.PathLike, size: tuple[int, int], duration_ms: int | None = None) -> None:
+    """Raise ValueError unless ``path`` decodes completely (every frame) as an image of ``size`` (width, height).
+
+    ``duration_ms``: for an animation, the total play time its frames must add up to (Pillow merges
+    identical neighbouring frames into one longer frame, so the time, not the count, is checked).
+    Pillow's own errors for a truncated file pass through.
+    """
+    total = 0
+    with Image.open(path) as img:
+        for k in range(getattr(img, "n_frames", 1)):
+            img.seek(k)
+            img.load()
+            total += int(img.info.get("duration", 0))
+        if img.size != tuple(size):
+            raise ValueError(f"read back {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]}")
+    # GIF stores centiseconds: each frame may be rounded by up to 5 ms
+    if duration_ms is not None and abs(total - duration_ms) > 5 * max(1, getattr(img, "n_frames", 1)):
+        raise ValueError(f"its frames last {total} ms, expected {duration_ms} ms")
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -152,7 +193,10 @@ def make_grid(images: Sequence[np.ndarray | torch.Tensor], ncols: int | None = N
 
 
 def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (their image files, sorted, not recursive) into a list of paths."""
+    """Expand files and folders (their image files, sorted, not recursive) into a list of paths.
+
+    A file named twice (also as ``./x`` or through a folder, a symlink) is listed once, where it first appears.
+    """
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -160,4 +204,11 @@ def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
         else:
             out.append(p)
-    return out
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique

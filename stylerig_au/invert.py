@@ -57,6 +57,35 @@ LATENT_FORMAT = "stylerig-au/latent"
 LATENT_FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "stylerig-au/invert-checkpoint"
 
+# Inversion steps when the user gives none: the full setting on a GPU, the quick one on a CPU, where the
+# full one takes ~20 min a photo on 2 cores (experiments/RESULTS.md §1). The quick one needs a larger lr.
+FULL_STEPS = 500
+QUICK_STEPS = 60
+QUICK_LR = 0.08
+
+
+def on_gpu(device: str | torch.device) -> bool:
+    """True when ``device`` ('cpu', 'cuda', 'cuda:1', a torch.device) is a GPU."""
+    return str(device).startswith("cuda")
+
+
+def default_steps(device: str | torch.device) -> int:
+    """Inversion steps for ``device`` when none are given: :data:`FULL_STEPS` on a GPU, :data:`QUICK_STEPS` on a CPU."""
+    return FULL_STEPS if on_gpu(device) else QUICK_STEPS
+
+
+def default_lr(steps: int) -> float:
+    """Peak learning rate for ``steps`` when none is given: :data:`QUICK_LR` up to twice the quick steps, else 0.05."""
+    return QUICK_LR if steps <= 2 * QUICK_STEPS else InvertConfig.lr
+
+
+def steps_note(device: str | torch.device) -> str:
+    """One line for the user: which inversion steps :func:`default_steps` chose for ``device`` and how to change it."""
+    if on_gpu(device):
+        return f"inversion: {FULL_STEPS} steps, the full setting for a GPU (--steps {QUICK_STEPS} for the quick one)"
+    return (f"inversion: {QUICK_STEPS} steps, the quick setting for a CPU (--steps {FULL_STEPS} for the full one: "
+            "better, ~20 min a photo on 2 cores)")
+
 
 @dataclass
 class InvertConfig:
@@ -322,13 +351,18 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def save_latent(path: str | os.PathLike, record: dict) -> Path:
-    """Write a latent record (see the module docstring) atomically."""
-    from stylerig_au.imageio import atomic_path
+    """Write a latent record (see the module docstring) atomically, read back before the rename.
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
-    return path
+    Raises StylerigError for a record whose W+ (``ws``) is not finite (a diverged optimisation): such a
+    latent renders noise, so it is never written.
+    """
+    from stylerig_au.fileio import atomic_torch_save
+
+    ws = record.get("ws")
+    if isinstance(ws, torch.Tensor) and not bool(torch.isfinite(ws).all()):
+        raise StylerigError(f"{Path(path).name}: the inversion diverged (non-finite W+); nothing was written; "
+                            "try a smaller --lr or --w-reg")
+    return atomic_torch_save(path, record)
 
 
 def load_latent(path: str | os.PathLike) -> dict:
@@ -336,6 +370,21 @@ def load_latent(path: str | os.PathLike) -> dict:
     from stylerig_au.fileio import load_record
 
     return load_record(path, LATENT_FORMAT, LATENT_FORMAT_VERSION, "latent file", "run `stylerig-au invert` to make one")
+
+
+def latent_mismatch(record: dict, generator: str, digest: str, face_index: int, config: InvertConfig | None) -> str | None:
+    """Why a latent ``record`` is not the inversion of face ``face_index`` of the photo with sha256 ``digest``
+    by ``generator`` with ``config`` (any settings when None), as 'holds ...' text; None when it is (a cache hit)."""
+    if record.get("source_sha256") != digest:
+        return f"holds the latent of another photo ({record.get('source', '?')})"
+    if record.get("generator") != generator:
+        return f"holds a latent made with generator {record.get('generator')!r}"
+    if record.get("face_index", 0) != face_index:
+        return f"holds the latent of face {record.get('face_index')} of this photo"
+    saved = {k: v for k, v in (record.get("config") or {}).items() if k != "checkpoint_every"}
+    if config is not None and saved != config.schedule_key():
+        return f"holds this photo's latent made with other settings ({saved.get('steps', '?')} steps, lr {saved.get('lr', '?')})"
+    return None
 
 
 def render_latent(G, record: dict, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -465,20 +514,39 @@ def invert_files(
     Bad inputs (unreadable, no face, several faces, face too small) give a FileResult with status
     'error' and leave no file behind; the other photos go on. Under torchrun each process takes its
     shard of ``paths`` and writes ``grid_rank<r>.png``.
+
+    Existing files follow :mod:`stylerig_au.outputs`: a latent of the same photo, face, generator and
+    settings is reused ('skipped'); any other existing output of a face is an 'error' for that face
+    unless ``overwrite``. Before any work, StylerigError for inputs sharing a stem, an output that is
+    an input, or a grid file invert did not make. Reconstructions and grids in ``paths`` that invert
+    wrote itself are left out (a rerun of ``invert DIR --out DIR``).
     """
     import time
 
     from tqdm import tqdm
 
-    from stylerig_au.imageio import make_grid, save_image, to_uint8
+    from stylerig_au.edit.media import labelled_grid
+    from stylerig_au.imageio import save_image, to_uint8
+    from stylerig_au.outputs import Inputs, check_replaceable, made_with, refuse_shared_outputs
     from stylerig_au.perceptual import load_lpips
 
     config = config or InvertConfig()
     log = log or (lambda msg: tqdm.write(msg))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = shard_info()
-    mine = shard([Path(p) for p in paths], rank, world)
+    paths = _without_own_outputs([Path(p) for p in paths], out_dir, log)
+    grid = None
+    if grid_name:
+        grid = out_dir / (grid_name if world == 1 else f"{Path(grid_name).stem}_rank{rank}{Path(grid_name).suffix}")
+    # the overwrite rule (stylerig_au.outputs), checked before any work: outputs that are inputs,
+    # inputs with one stem, and a grid file this command did not make
+    refuse_shared_outputs({p: [out_dir / f"{p.stem}.pt"] for p in paths})
+    inputs = Inputs(paths)
+    inputs.refuse_as_outputs([grid] + [o for p in paths if not all_faces for o in _job_outputs(out_dir, p.stem)])
+    if grid is not None:
+        check_replaceable(grid, overwrite=overwrite, made_here=made_with(GRID_PROVENANCE), what="invert did not make it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mine = shard(paths, rank, world)
     lpips_model = lpips_model if lpips_model is not None else load_lpips(device=device)
 
     results: list[FileResult] = []
@@ -490,26 +558,22 @@ def invert_files(
             results.append(FileResult(str(path), None, "error", str(err)))
             log(f"error: {err}")
             continue
-        for job in jobs:
-            final = out_dir / f"{job.stem}.pt"
-            if final.exists() and not overwrite:
-                try:
-                    rec = load_latent(final)
-                    saved = {k: v for k, v in (rec.get("config") or {}).items() if k != "checkpoint_every"}
-                    if (rec.get("source_sha256") == job.source_sha256 and rec.get("generator") == getattr(G, "name", None)
-                            and saved == config.schedule_key()):
-                        results.append(FileResult(job.source, job.stem, "skipped", "already inverted", final, out_dir / f"{job.stem}_recon.png",
-                                                  float(rec.get("seconds", math.nan)), rec.get("losses")))
-                        continue
-                except StylerigError:
-                    pass
+        try:
+            inputs.refuse_as_outputs([o for job in jobs for o in _job_outputs(out_dir, job.stem)])
+            todo = [job for job in jobs if not _already_inverted(G, job, out_dir, config, overwrite, results)]
+        except StylerigError as err:  # an output in the way: this photo only, before its inversion
+            results.append(FileResult(str(path), None, "error", str(err)))
+            log(f"error: {err}")
+            continue
+        for job in todo:
             pending.append((job, _load_checkpoint(out_dir / f"{job.stem}.ckpt.pt", G, job, config) if not overwrite else None))
 
     # group by resume step so each batch shares Adam's step count; the furthest along go first (they finish soonest)
     groups: dict[int, list[tuple[Job, dict | None]]] = {}
     for job, ck in pending:
         groups.setdefault(ck["step"] if ck else 0, []).append((job, ck))
-    grid_rows: list[np.ndarray] = []
+    grid_rows: list[list[np.ndarray]] = []
+    grid_stems: list[str] = []
     for start_step in sorted(groups, reverse=True):
         group = groups[start_step]
         for b in range(0, len(group), batch_size):
@@ -541,16 +605,89 @@ def invert_files(
             seconds = (time.perf_counter() - t0) / len(jobs)
             for i, (job, item) in enumerate(zip(jobs, final_state.split())):
                 per = {k: float(v[i]) for k, v in losses.items()}
-                latent = save_latent(out_dir / f"{job.stem}.pt", latent_record(G, job, item, per, config, before[i] + seconds))
                 recon_img = to_uint8(recon[i].clamp(-1, 1))
-                recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img)
+                try:  # a diverged latent or a failed write (full disk) fails this face only
+                    latent = save_latent(out_dir / f"{job.stem}.pt", latent_record(G, job, item, per, config, before[i] + seconds))
+                    recon_path = save_image(out_dir / f"{job.stem}_recon.png", recon_img, provenance=RECON_PROVENANCE)
+                except StylerigError as err:
+                    results.append(FileResult(job.source, job.stem, "error", str(err)))
+                    log(f"error: {job.source}: {err}")
+                    continue
                 (out_dir / f"{job.stem}.ckpt.pt").unlink(missing_ok=True)
                 results.append(FileResult(job.source, job.stem, "done", "", latent, recon_path, before[i] + seconds, per))
-                grid_rows.extend([job.photo, job.image, recon_img])
-    if grid_name and grid_rows:
-        name = grid_name if world == 1 else f"{Path(grid_name).stem}_rank{rank}{Path(grid_name).suffix}"
-        save_image(out_dir / name, make_grid(grid_rows, ncols=3))
+                grid_rows.append([job.photo, job.image, recon_img])
+                grid_stems.append(job.stem)
+    if grid is not None and grid_rows:
+        try:
+            save_image(grid, labelled_grid(grid_rows, grid_stems, ["photo", "aligned", "reconstruction"]), provenance=GRID_PROVENANCE)
+        except StylerigError as err:
+            results.append(FileResult(str(grid), None, "error", str(err)))
+            log(f"error: {err}")
     return results
+
+
+GRID_PROVENANCE = {"tool": "invert", "file": "grid"}  # the grid shows the run's faces: any invert may remake it
+RECON_PROVENANCE = {"tool": "invert", "file": "reconstruction"}
+
+
+def _job_outputs(out_dir: Path, stem: str) -> list[Path]:
+    """The files one face's inversion writes: latent, reconstruction, resumable checkpoint."""
+    return [out_dir / f"{stem}.pt", out_dir / f"{stem}_recon.png", out_dir / f"{stem}.ckpt.pt"]
+
+
+def _already_inverted(G, job: Job, out_dir: Path, config: InvertConfig, overwrite: bool, results: list) -> bool:
+    """True (and a 'skipped' result appended) when ``<stem>.pt`` is this face's inversion with ``config``.
+
+    Otherwise checks that the face's files may be written (:func:`stylerig_au.outputs.check_replaceable`):
+    a latent of another photo or settings, a file that is not a latent, or a reconstruction or checkpoint
+    this command did not make is an error without ``overwrite``.
+    """
+    from stylerig_au.outputs import check_replaceable, made_with
+
+    latent, recon, checkpoint = _job_outputs(out_dir, job.stem)
+    why = "is not a stylerig-au latent file"
+    if latent.is_file() and not overwrite:
+        try:
+            rec = load_latent(latent)
+            why = latent_mismatch(rec, getattr(G, "name", None), job.source_sha256, job.face_index, config)
+        except StylerigError:
+            rec = None
+        if rec is not None and why is None:
+            results.append(FileResult(job.source, job.stem, "skipped", "already inverted", latent, recon,
+                                      float(rec.get("seconds", math.nan)), rec.get("losses")))
+            return True
+    check_replaceable(latent, overwrite=overwrite, what=why)
+    check_replaceable(recon, overwrite=overwrite, made_here=made_with(RECON_PROVENANCE), what="invert did not make it")
+    check_replaceable(checkpoint, overwrite=overwrite, made_here=_is_checkpoint, what="is not an inversion checkpoint")
+    return False
+
+
+def _is_checkpoint(path: Path) -> bool:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("format") == CHECKPOINT_FORMAT
+    except Exception:  # noqa: BLE001 - unreadable: not one of ours
+        return False
+
+
+def _without_own_outputs(paths: list[Path], out_dir: Path, log: Callable[[str], None]) -> list[Path]:
+    """``paths`` less the files invert wrote itself (reconstructions and grids, found by their provenance,
+    or by name beside their latent in ``out_dir`` for files from before provenance), so that
+    ``invert DIR --out DIR`` can be rerun; says what it left out."""
+    from stylerig_au.outputs import read_provenance, same_file
+
+    def own(p: Path) -> bool:
+        if (read_provenance(p) or {}).get("tool") == "invert":
+            return True
+        if not (p.parent.is_dir() and out_dir.is_dir() and same_file(p.parent, out_dir)):
+            return False
+        return (p.name == "grid.png" or p.name.startswith("grid_rank")
+                or (p.stem.endswith("_recon") and (out_dir / f"{p.stem.removesuffix('_recon')}.pt").is_file()))
+
+    skipped = [p for p in paths if own(p)]
+    if skipped:
+        log(f"note: not inverting {len(skipped)} file(s) invert wrote itself ({', '.join(p.name for p in skipped[:3])}"
+            f"{', ...' if len(skipped) > 3 else ''})")
+    return [p for p in paths if p not in skipped]
 
 
 def _load_checkpoint(path: Path, G, job: Job, config: InvertConfig) -> dict | None:

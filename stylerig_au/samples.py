@@ -166,10 +166,9 @@ def _worker_init(G, detector, make: Callable, settings: dict, threads: int) -> N
 
 def _save_chunk(path: Path, chunk: dict[str, torch.Tensor]) -> None:
     """Write one chunk atomically (an interrupted write leaves no chunk file behind)."""
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
 
-    with atomic_path(path) as tmp:
-        torch.save(chunk, tmp)
+    atomic_torch_save(path, chunk)
 
 
 def _worker_chunk(path: str, seeds: list[int]) -> int:

@@ -37,3 +37,13 @@ def tiny_stylegan2(_tiny_stylegan2_master: StyleGAN2) -> StyleGAN2:
     G = StyleGAN2(_tiny_stylegan2_master.config, name=_tiny_stylegan2_master.name)
     G.load_state_dict(_tiny_stylegan2_master.state_dict())
     return G.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def no_tf32():
+    """Full float32 convolutions and matmuls on CUDA for the test (cuDNN defaults to TF32, a 10-bit mantissa,
+    which misses float32 tolerances of 1e-3 on a few elements)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -19,7 +19,7 @@ def main(out: Path) -> None:
     G = make_tiny_stylegan2()
     torch.manual_seed(0)
     mapper = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
-    settings = MapperTrainSettings(steps=3, batch=2, image_size=64, save_every=10, lr=1e-3)
+    settings = MapperTrainSettings(steps=3, batch=2, image_size=64, save_every=10, lr=1e-3, identity_net="lpips")
     student, lpips = tiny_student(), LPIPS()
     d, _ = init_distributed("cpu")
     # this rank's own first-step loss, before any averaging

@@ -277,9 +277,18 @@ def test_photo_latent_is_cached_by_hash(tiny_stylegan2, tmp_path):
     check_latent(G, load_latent(first.latent_path))
     again = load_subject(G, photo, config, cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False, log=lambda m: None)
     assert not again.inverted and torch.equal(again.record["ws"], first.record["ws"])
-    assert load_subject(G, photo, quick_config(3), cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False).inverted
+    # other settings: refused (the cached latent may have cost minutes), reused when no settings were chosen,
+    # replaced only with overwrite
+    with pytest.raises(StylerigError, match="other settings \\(2 steps, lr 0.08\\); leave out --steps/--lr"):
+        load_subject(G, photo, quick_config(3), cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False)
+    assert not load_subject(G, photo, quick_config(3), cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False,
+                            any_settings=True, log=lambda m: None).inverted
+    assert load_subject(G, photo, quick_config(3), cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False,
+                        overwrite=True).inverted
     Image.fromarray(data.astronaut()[:, ::-1]).save(photo)
-    assert load_subject(G, photo, config, cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False).inverted
+    with pytest.raises(StylerigError, match="holds the latent of another photo"):
+        load_subject(G, photo, config, cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False, any_settings=True)
+    assert load_subject(G, photo, config, cache_dir=tmp_path / "cache", lpips_model=cheap, progress=False, overwrite=True).inverted
 
     editor = Editor(G, random_directions(G))
     pasted = compose(again, render_face(editor, again, AU(12, 2)))
@@ -351,19 +360,3 @@ def test_edit_photo_with_the_default_generator(tmp_path, capsys):
     assert main(["edit", str(photo), "--au", "26=+2", "--steps", "2", *dirs_args, "--out", str(tmp_path / "out" / "jaw.jpg")]) == 0
     assert "reusing the inversion of astronaut.png" in capsys.readouterr().err
     assert latent.stat().st_mtime_ns == mtime
-
-
-def test_use_device_selects_only_an_indexed_gpu(monkeypatch):
-    """'cuda' keeps the current GPU (torch.cuda.set_device would reject it), 'cuda:N' selects GPU N, 'cpu' touches nothing."""
-    from stylerig_au.commands._editing import use_device
-
-    chosen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))
-    use_device("cpu")
-    use_device("cuda")
-    use_device("cuda:1")
-    assert chosen == ["cuda:1"]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(StylerigError, match="CUDA is not available here"):
-        use_device("cuda")

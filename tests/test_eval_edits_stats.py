@@ -1,4 +1,4 @@
-"""The statistics of the edit-evaluation scripts (``eval_edits.py``, ``compare_edit_evals.py``, ``edit_ceiling.py``) that go into the committed result files."""
+"""The statistics of the edit-evaluation scripts (``eval_edits.py``, ``compare_runs.py``, ``edit_ceiling.py``) that go into the committed result files."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ def fake_result(drifts: dict[int, list[float]], achieved: float = 1.5) -> dict:
 
 
 def test_compare_edit_evals_pairs_faces(tmp_path, capsys):
-    compare = load_script("compare_edit_evals")
+    compare = load_script("compare_runs")
     a = fake_result({1: [0.4, 0.4], 2: [0.2, 0.2], 3: [0.3, 0.3]})
     b = fake_result({1: [0.3, 0.3], 2: [0.1, 0.1], 3: [0.1, 0.3], 4: [9.0, 9.0]}, achieved=2.5)  # face 4: only in B
-    table = compare.compare(a, b)
+    table = compare.compare_edit_evals(a, b)
     drift = table["drift"]
     assert drift["faces"] == 3 and math.isclose(drift["a"], 0.3) and math.isclose(drift["b_minus_a"], -0.1)
     assert math.isclose(drift["paired_se"], 0.0, abs_tol=1e-12)  # every face dropped by exactly 0.1
@@ -71,7 +71,7 @@ def test_compare_edit_evals_pairs_faces(tmp_path, capsys):
     assert json.loads(out.read_text())["metrics"]["drift"]["faces"] == 3
     pb.write_text(json.dumps({"rows": []}))
     assert compare.main([str(pa), str(pb)]) == 1
-    assert "not two eval_edits.py results" in capsys.readouterr().err
+    assert "not two eval_edits.py or edit_ceiling.py results" in capsys.readouterr().err
     pb.write_text(json.dumps(fake_result({9: [0.1, 0.1], 8: [0.1, 0.1]})))
     assert compare.main([str(pa), str(pb)]) == 1
     assert "fewer than 2 measured faces" in capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_student_change_agreement_signs_the_asked_direction():
 
 
 def test_compare_ceilings_restricts_to_shared_faces_and_pairs_them():
-    script = load_script("compare_ceilings")
+    script = load_script("compare_runs")
     measured = [1, 2, 12]
 
     def run(seeds, aus, bump):
@@ -133,14 +133,14 @@ def test_compare_ceilings_restricts_to_shared_faces_and_pairs_them():
 
     a = run([10, 11, 12], [1, 12], 0.5)
     b = run([11, 12, 13], [12, 2, 1], 0.0)
-    res = script.compare(a, b)
+    res = script.compare_ceilings(a, b)
     assert res["seeds"] == [11, 12] and res["aus"] == [1, 12]
     assert res["paired_b_minus_a"]["achieved"]["mean"] == pytest.approx(0.5)
     assert res["paired_b_minus_a"]["identity"]["mean"] == pytest.approx(-0.5)
     assert res["paired_b_minus_a"]["drift"]["mean"] == pytest.approx(0.0)
     assert res["runs"]["b"]["optimised"]["openface"]["within_0.5"] == 2
     with pytest.raises(ValueError, match="share no face"):
-        script.compare(a, run([99], [1], 0.0))
+        script.compare_ceilings(a, run([99], [1], 0.0))
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,30 @@ def test_eval_edits_refuses_an_expressible_file_that_is_not_one(eval_edits, tmp_
     bad.write_text('{"per_au": {}}')
     assert eval_edits.main(["--expressible", str(bad), "--out", str(tmp_path / "out.json")]) == 2
     assert "expressible_aus.py" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
+
+
+def test_edit_grids_label_their_au_columns(eval_edits):
+    from stylerig_au.edit import media
+
+    tiles = [np.full((16, 16, 3), v, np.uint8) for v in range(6)]  # 2 faces x (unedited, AU1, AU12)
+    grid = eval_edits.au_columns_grid(tiles, [1, 12], 2.0, cell=16)
+    top = media.header_height(16)
+    assert grid.shape == (top + 2 * 20 + 4, 3 * 20 + 4, 3)
+    assert (grid[:top].min(axis=2) < 100).any()  # 'face', 'AU1 +2', 'AU12 +2'
+    assert np.array_equal(grid[top + 24:top + 40, 44:60], tiles[5])  # second face's AU12 edit, bottom right
+
+
+def test_compare_runs_reads_the_kind_of_run_from_the_files(tmp_path, capsys):
+    script = load_script("compare_runs")
+    ceiling = json.loads((EXPERIMENTS / "results" / "edit_ceiling_cpu_student_adv.json").read_text())
+    edits = fake_result({1: [0.4, 0.4], 2: [0.2, 0.2]})
+    assert script.is_ceiling_run(ceiling) and not script.is_ceiling_run(edits)
+    pa, pb, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    pa.write_text(json.dumps(ceiling))
+    pb.write_text(json.dumps(ceiling))
+    assert script.main([str(pa), str(pb), "--out", str(out)]) == 0  # a run against itself: no difference
+    assert json.loads(out.read_text())["paired_b_minus_a"]["achieved"]["mean"] == 0
+    assert "OpenFace achieved: +0.000" in capsys.readouterr().out
+    pb.write_text(json.dumps(edits))
+    assert script.main([str(pa), str(pb)]) == 1
+    assert "one file is an edit_ceiling.py result" in capsys.readouterr().err

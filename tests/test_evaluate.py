@@ -58,7 +58,10 @@ def fake_instruments(calls: list | None = None, no_face: set[int] | None = None)
     def identity(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(a.astype(np.float64) - b).mean() / 255.0)
 
-    return ev.Instruments(measure, tuple(AU_NUMBERS), identity, identity, {"aus": "fake"})
+    def identity_sface(a: np.ndarray, b: np.ndarray) -> float:  # a second, different distance
+        return 2 * identity(a, b)
+
+    return ev.Instruments(measure, tuple(AU_NUMBERS), identity, identity, {"aus": "fake"}, identity_sface=identity_sface)
 
 
 def run(G, tmp_path, faces=None, edits="12=+2;4=+2,6=-1;6=@3", methods=("linear", "naive"), **kwargs):
@@ -87,6 +90,7 @@ def test_report_keys_ranges_and_files(tiny_stylegan2, tmp_path):
     for row in report["rows"]:
         assert row["status"] == "ok"
         assert 0 <= row["drift"] <= 5 and row["identity_distance"] >= 0 and row["seconds"] > 0
+        assert row["identity_sface"] == pytest.approx(2 * row["identity_distance"])
         assert 0 <= row["background_rmse"] <= 1 and row["background_lpips"] >= 0
         assert set(row["pose_change_deg"]) == {"pitch", "yaw", "roll"}
         assert 0 <= row["pose_change_max_deg"] <= 180
@@ -109,6 +113,8 @@ def test_report_keys_ranges_and_files(tiny_stylegan2, tmp_path):
         assert p["terms"] > 0 and 0 <= p["within_0.5"] <= 1
     md = (out / "report.md").read_text()
     assert "## Per AU" in md and "| linear | AU12 |" in md
+    assert "| ID dlib | ID SFace |" in md
+    assert overall["identity_sface"] == pytest.approx(2 * overall["identity_distance"])
 
 
 def test_edits_move_only_through_directions(tiny_stylegan2, tmp_path):
@@ -303,6 +309,7 @@ def test_real_generator_generated_faces(tmp_path):
             continue
         assert 0 <= row["drift"] <= 5
         assert 0 <= row["identity_distance"] < 2
+        assert 0 <= row["identity_sface"] < 2
         assert 0 <= row["background_lpips"] < 1 and 0 <= row["background_rmse"] < 0.5
         assert 0 <= row["pose_change_max_deg"] < 90
         assert 0 < row["seconds"] < 120

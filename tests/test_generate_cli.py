@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from stylerig_au.cli import main
-from stylerig_au.commands.generate import make_grid, parse_seeds
+from stylerig_au.commands.generate import parse_seeds, seed_grid
+from stylerig_au.edit import media
 from stylerig_au.errors import StylerigError
 from stylerig_au.models.checkpoints import save_stylegan2
 
@@ -29,8 +30,10 @@ def test_generate_writes_images_and_grid(tiny_ckpt, tmp_path, capsys):
     first = np.asarray(Image.open(out / "seed0000.png"))
     assert first.shape == (32, 32, 3) and first.dtype == np.uint8 and first.std() > 0
     grid = np.asarray(Image.open(out / "grid.png"))
-    assert grid.shape == (64, 96, 3)  # 5 images -> 3 columns, 2 rows
-    assert np.array_equal(grid[:32, :32], first)
+    top = media.header_height(32)  # each row of faces under a band of 'seed N' labels
+    assert grid.shape == (2 * (top + 40), 3 * 36 + 4, 3)  # 5 images -> 3 columns, 2 rows of 32 px + 4 px pads
+    assert np.array_equal(grid[top + 4:top + 36, 4:36], first)
+    assert grid[:top].min() < 100  # label text
     assert "wrote 5 image(s)" in capsys.readouterr().out
 
     # same seed, same image (also across batch sizes); another seed differs
@@ -61,8 +64,12 @@ def test_parse_seeds_and_grid():
     assert parse_seeds("5") == [5]
     with pytest.raises(StylerigError):
         parse_seeds("")
-    grid = make_grid(np.ones((3, 4, 5, 3), dtype=np.uint8), columns=2)
-    assert grid.shape == (8, 10, 3) and grid[4:, 5:].sum() == 0
+    grid = seed_grid(np.zeros((3, 4, 4, 3), dtype=np.uint8), [7, 8, 9])
+    cell, top = 4, media.header_height(4)
+    assert grid.shape == (2 * (top + cell + 8), 2 * (cell + 4) + 4, 3)  # 3 images -> 2 columns, 2 rows
+    second_row = top + cell + 8 + top + 4
+    assert grid[second_row:second_row + cell, cell + 8:].min() == 255  # the missing fourth tile stays white
+    assert grid[second_row:second_row + cell, 4:4 + cell].max() == 0
 
 
 @pytest.mark.slow

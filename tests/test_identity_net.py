@@ -68,17 +68,48 @@ def test_differentiable_chip_gives_dlibs_descriptor(net, real_face):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_identity_loss_is_zero_for_the_same_face_and_grows_with_a_change(net, real_face):
-    from stylerig_au.edit.mapper_train import dlib_identity
+@pytest.mark.parametrize("name,asset,other_face", [("dlib", "dlib-face-recognition", 0.3), ("sface", "sface", 0.3)])
+def test_identity_loss_is_zero_for_the_same_face_and_grows_with_a_change(real_face, name, asset, other_face):
+    from stylerig_au.identity_net import identity_loss, load_identity_net
     from stylerig_au.imageio import to_tensor
 
+    require_asset(asset)
+    net = load_identity_net(name)
+    assert net.name == name
     base = to_tensor(real_face[0])
-    same = dlib_identity(net, base.clone(), base)
+    same = identity_loss(net, base.clone(), base)
     assert same.shape == (1,) and float(same) < 1e-4
-    other = torch.flip(base, dims=[2])  # upside down: not the same face any more
-    assert float(dlib_identity(net, other, base)) > 0.3
+    other = torch.flip(base, dims=[2]).requires_grad_(True)  # upside down: not the same face any more
+    loss = identity_loss(net, other, base)
+    assert float(loss.detach()) > other_face
+    loss.sum().backward()
+    assert other.grad is not None and torch.isfinite(other.grad).all() and other.grad.abs().sum() > 0
     blank = torch.zeros(1, 3, 64, 64)  # no face: the term is 0, not an error
-    assert float(dlib_identity(net, blank + 0.1, blank)) == 0.0
+    assert float(identity_loss(net, blank + 0.1, blank)) == 0.0
+
+
+def test_identity_net_registry_and_cli_choices_agree():
+    from stylerig_au.commands._editing import IDENTITY_NET_CHOICES
+    from stylerig_au.identity_net import IDENTITY_NETS, load_identity_net
+
+    assert tuple(IDENTITY_NETS) == IDENTITY_NET_CHOICES
+    with pytest.raises(StylerigError, match="unknown identity net 'arcface'; choose one of sface, dlib"):
+        load_identity_net("arcface")
+
+
+def test_warp_crops_samples_pixel_centres_and_pads_as_asked():
+    """A crop whose affine is a pure shift reads the image's pixels exactly; outside: edge or black."""
+    from stylerig_au.identity_net import warp_crops
+
+    img = torch.rand(1, 3, 8, 8) * 2 - 1
+    shift = np.array([[1.0, 0, 2], [0, 1.0, 3]])  # crop (x, y) -> image (x + 2, y + 3)
+    crop = warp_crops(img, shift, 4)
+    torch.testing.assert_close(crop[0], (img[0, :, 3:7, 2:6] + 1) * 127.5)
+    outside = np.array([[1.0, 0, 6], [0, 1.0, 0]])  # columns 6, 7, then 8, 9 beyond the right edge
+    black = warp_crops(img, outside, 4, "zeros")
+    assert torch.all(black[..., 2:] == 0)
+    edge = warp_crops(img, outside, 4, "border")
+    torch.testing.assert_close(edge[0, ..., 3], (img[0, :, 0:4, 7] + 1) * 127.5)
 
 
 def test_a_file_that_is_not_the_network_is_refused(tmp_path):

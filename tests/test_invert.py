@@ -9,6 +9,7 @@ from PIL import Image
 
 from stylerig_au import invert
 from stylerig_au.cli import main
+from stylerig_au.edit import media
 from stylerig_au.perceptual import LPIPS
 
 
@@ -42,8 +43,10 @@ def _cfg(**kw) -> invert.InvertConfig:
 
 
 def _target(G, seed: int, n: int = 1) -> torch.Tensor:
+    """G's image [n, 3, R, R] for z drawn on the CPU (same z on every device), on G's device."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
     with torch.no_grad():
-        w = G.mapping(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)))
+        w = G.mapping(z)
         return G.synthesis(w[:, None].repeat(1, G.num_ws, 1)).clamp(-1, 1)
 
 
@@ -130,6 +133,10 @@ def test_invert_files_outputs_errors_and_resume(tiny_stylegan2, cheap, photos, t
     status = {r.source.split("/")[-1]: r.status for r in results}
     assert status == {"astro.png": "done", "blank.png": "error", "notes.jpg": "error"}
     assert sorted(p.name for p in out.iterdir()) == ["astro.pt", "astro_recon.png", "grid.png"]
+    grid = np.asarray(Image.open(out / "grid.png").convert("RGB"))
+    left, top = media.label_width(256), media.header_height(256)
+    assert grid.shape == (top + 260 + 4, left + 3 * 260 + 4, 3)  # one face: photo | aligned | reconstruction
+    assert (grid[:top, left:] < 100).any() and (grid[top:, :left] < 100).any()  # column labels and the stem
     rec = invert.load_latent(out / "astro.pt")
     assert rec["ws"].shape == (tiny_stylegan2.num_ws, tiny_stylegan2.w_dim) and rec["ws"].dtype == torch.float32
     assert rec["generator"] == tiny_stylegan2.name and len(rec["source_sha256"]) == 64
@@ -145,9 +152,13 @@ def test_invert_files_outputs_errors_and_resume(tiny_stylegan2, cheap, photos, t
     assert again_results[0].status == "skipped" and (out / "astro.pt").stat().st_mtime_ns == mtime
     # a reused latent reports the optimisation time and losses it was made with
     assert rec["seconds"] > 0 and again_results[0].seconds == rec["seconds"] and again_results[0].losses == rec["losses"]
-    # other settings: the old latent is not reused
+    # other settings: the old latent is neither reused nor replaced, unless asked (--overwrite)
     longer = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, _cfg(steps=7, checkpoint_every=2),
                                  lpips_model=cheap, progress=False, log=lambda m: None)
+    assert longer[0].status == "error" and "other settings (6 steps" in longer[0].message
+    assert (out / "astro.pt").stat().st_mtime_ns == mtime
+    longer = invert.invert_files(tiny_stylegan2, [photos / "astro.png"], out, _cfg(steps=7, checkpoint_every=2),
+                                 lpips_model=cheap, progress=False, log=lambda m: None, overwrite=True)
     assert longer[0].status == "done" and invert.load_latent(out / "astro.pt")["steps"] == 7
 
 
@@ -225,7 +236,7 @@ def test_eval_inversion_script_resumes_from_kept_latents(tiny_stylegan2, photos,
     from tests.helpers import require_asset
     from tests.test_eval_edits_stats import load_script
 
-    for name in ("dlib-landmarks-68", "lpips-vgg16", "dlib-face-recognition"):
+    for name in ("dlib-landmarks-68", "lpips-vgg16", "dlib-face-recognition", "sface"):
         require_asset(name)
     script = load_script("eval_inversion")
     ckpt = save_stylegan2(tiny_stylegan2, tmp_path / "tiny.pt")
@@ -245,5 +256,5 @@ def test_eval_inversion_script_resumes_from_kept_latents(tiny_stylegan2, photos,
     second = json.loads(out.read_text())
     assert (keep / "astro.pt").stat().st_mtime_ns == mtime
     a, b = first["per_image"][0], second["per_image"][0]
-    for key in ("lpips", "mse", "ssim", "identity_distance", "seconds"):  # identity is NaN when dlib finds no face
+    for key in ("lpips", "mse", "ssim", "identity_distance", "identity_sface", "seconds"):  # identity: NaN when dlib finds no face
         assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key])), key

@@ -170,6 +170,7 @@ def test_region_mask_and_delta_sampling():
 def _train(G, steps: int, ckpt: Path, **kw) -> tuple[AUMapper, dict]:
     torch.manual_seed(0)
     mapper = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
+    kw.setdefault("identity_net", "lpips")  # the face networks need real assets (tested on their own below)
     settings = MapperTrainSettings(steps=steps, batch=2, image_size=64, save_every=2, lr=1e-3, **kw)
     torch.manual_seed(0)
     result = train_mapper(G, tiny_student(), LPIPS(), mapper, settings, ckpt, progress=False)
@@ -214,16 +215,21 @@ def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
         _train(G, 4, tmp_path / "b.pt", psi=0.5)
 
 
-def test_training_with_the_dlib_identity_net(tiny_stylegan2, tmp_path):
-    """--identity-net dlib wires dlib's descriptor into the loss (the tiny generator's noise has no face: 0)."""
+@pytest.mark.parametrize("net,asset", [("sface", "sface"), ("dlib", "dlib-face-recognition")])
+def test_training_with_a_face_identity_net(tiny_stylegan2, tmp_path, net, asset):
+    """--identity-net sface / dlib wires that network into the loss (the tiny generator's noise has no face: 0)."""
     from tests.helpers import require_asset
 
-    require_asset("dlib-face-recognition")
+    require_asset(asset)
     require_asset("dlib-landmarks-68")
-    _, result = _train(tiny_stylegan2, 1, tmp_path / "d.pt", identity_net="dlib")
+    _, result = _train(tiny_stylegan2, 1, tmp_path / "d.pt", identity_net=net)
     assert result["last"]["identity"] == 0.0 and torch.isfinite(torch.tensor(result["last"]["total"]))
-    assert torch.load(tmp_path / "d.pt", weights_only=True)["settings"]["identity_net"] == "dlib"
-    with pytest.raises(StylerigError, match="identity net must be one of lpips, dlib"):
+    assert torch.load(tmp_path / "d.pt", weights_only=True)["settings"]["identity_net"] == net
+
+
+def test_sface_is_the_default_training_identity_net():
+    assert MapperTrainSettings().identity_net == "sface"
+    with pytest.raises(StylerigError, match="identity net must be one of lpips, sface, dlib"):
         MapperTrainSettings(identity_net="arcface").check()
 
 
@@ -278,7 +284,7 @@ def test_train_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
     G = tiny_stylegan2
     args = ["--generator", str(save_stylegan2(G, tmp_path / "tiny.pt")), "--directions", str(make_dirs(G).save(tmp_path / "d.pt")),
             "--student", str(save_student(tiny_student(), tmp_path / "s.pt")), "--image-size", "64", "--hidden", "16",
-            "--batch", "1", "--device", "cpu"]
+            "--batch", "1", "--device", "cpu", "--identity-net", "lpips"]
     out = tmp_path / "m.pt"
     assert main(["train-mapper", "--out", str(out), "--steps", "2", *args]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -286,7 +292,7 @@ def test_train_mapper_command(tiny_stylegan2, tmp_path, capsys, monkeypatch):
     assert mapper.meta["settings"]["steps"] == 2 and len(mapper.meta["history"]) == 2
     assert (tmp_path / "m.train-state.pt").is_file()
     card = (tmp_path / "m.md").read_text()
-    assert "AU-conditioned mapper" in card and "| target |" in card
+    assert "AU-conditioned mapper" in card and "| target |" in card and "identity (LPIPS-VGG feature proxy) 4.0" in card
     assert main(["train-mapper", "--out", str(out), "--steps", "3", *args]) == 0  # resumes: one more step
     assert "resuming mapper training from step 2" in capsys.readouterr().err
     for bad, message in ((str(tmp_path), "is a directory"), (str(tmp_path / "m.txt"), "must end in .pt")):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from stylerig_au import imageio, metrics
+from stylerig_au.errors import StylerigError
 from tests.helpers import faces_dir, require_asset
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
@@ -56,8 +58,6 @@ def test_ssim_is_differentiable():
 
 
 def test_shape_mismatch_is_a_user_error():
-    from stylerig_au.errors import StylerigError
-
     with pytest.raises(StylerigError):
         metrics.mse(np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8))
 
@@ -92,3 +92,35 @@ def test_identity_distance_same_and_different_people(celeb):
     desc = [metrics.face_descriptor(im) for im in celeb]
     dists = [np.linalg.norm(x - y) for x, y in itertools.combinations(desc, 2)]
     assert min(dists) > 0.6
+
+
+def test_identity_needs_a_face_in_each_image(celeb, tmp_path, monkeypatch, capsys):
+    """B without a face: no distance from A's face box; the CLI says which file has no face, exits 1, and in
+    a folder pair the other pairs are still measured."""
+    from stylerig_au.cli import main
+
+    require_asset("dlib-face-recognition")
+    require_asset("dlib-landmarks-68")
+    blank = np.full_like(celeb[0], 128)
+    with pytest.raises(StylerigError, match="no face found in the second image"):
+        metrics.identity_distance(celeb[0], blank)
+    with pytest.raises(StylerigError, match="no face found in the first image"):
+        metrics.identity_distance(blank, celeb[0])
+    assert metrics.identity_distance(celeb[0], blank, shared_frame=True)[0] > 0  # evaluate's same-frame pairs
+    monkeypatch.setattr(metrics, "lpips", lambda a, b, **k: np.zeros(1))  # not what this test is about
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for folder in (a, b):
+        imageio.save_image(folder / "face.png", celeb[0])
+    imageio.save_image(b / "other.png", blank)
+    imageio.save_image(a / "other.png", celeb[1])
+    assert main(["metrics", str(a / "other.png"), str(b / "other.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no face found in other.png" in err[0], err
+    assert main(["metrics", str(a), str(b), "--json"]) == 1
+    captured = capsys.readouterr()
+    import json
+
+    rows = json.loads(captured.out)
+    assert [Path(r["a"]).name for r in rows] == ["face.png"] and rows[0]["identity_dlib"] == 0
+    assert "no face found in other.png" in captured.err and "1 of 2 pairs" in captured.err

@@ -221,3 +221,17 @@ def test_state_round_trip_and_gradients(tmp_path):
         OnnxModule.from_state({"format": "something else"})
     with pytest.raises(StylerigError, match="takes 1 input"):
         module(xt, xt)
+
+
+def test_module_follows_dtype_and_device_moves():
+    """.double() casts the float constants only (the int64 pads of Pad stay integers); results agree."""
+    data, x = _resnet_like()
+    module = load_onnx(data)
+    y32 = module(torch.from_numpy(x))
+    module64 = load_onnx(data).double()
+    assert {getattr(module64, f"c{i}").dtype for i in range(len(module64.constant_names))} == {torch.float64, torch.int64}
+    y64 = module64(torch.from_numpy(x).double())
+    assert y64.dtype == torch.float64
+    torch.testing.assert_close(y64.float(), y32, rtol=1e-4, atol=1e-5)
+    if torch.cuda.is_available():
+        torch.testing.assert_close(load_onnx(data).cuda()(torch.from_numpy(x).cuda()).cpu(), y32, rtol=1e-4, atol=1e-5)

@@ -21,7 +21,7 @@ class EmulatedKernels:
 
     @staticmethod
     def upfirdn2d(x, f, separable, flip, gain, up_x, up_y, down_x, down_y, pad_x0, pad_y0, out_h, out_w):
-        assert f.dtype == torch.float32 and f.is_contiguous() and f.ndim == (1 if separable else 2)
+        assert f.dtype == upfirdn_cuda.filter_dtype(x.dtype) and f.is_contiguous() and f.ndim == (1 if separable else 2)
         g = torch.outer(f, f) if separable else f
         g = (g.flip([0, 1]) if flip else g).double() * gain  # the correlation weights
         n, c, h, w = x.shape
@@ -46,6 +46,7 @@ class EmulatedKernels:
             y = spec.func(x + bias, alpha) * gain
             return y.clamp(-clamp, clamp) if clamp >= 0 else y
         if ref_is_y:
+            assert clamp < 0, "ref_is_y cannot be used with a clamp"
             slope = torch.ones_like(ref) if spec.name == "linear" else torch.where(ref > 0, 1.0, alpha if spec.name == "lrelu" else 0.0)
             mask = (ref.abs() < clamp) if clamp >= 0 else torch.ones_like(ref, dtype=torch.bool)
             return torch.where(mask, x * slope * gain, torch.zeros_like(x))
@@ -84,11 +85,11 @@ def test_upfirdn2d_wrapper_matches_reference_with_gradients(emulated, fname, up,
     args = (up, down, pad, flip, 1.7)
     got = upfirdn_cuda.upfirdn2d_cuda(x, f, *args)
     want = upfirdn._upfirdn2d_ref(x, f, *args)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)  # the kernel's filter is float32
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)  # float64 images get a float64 filter
     dy = torch.randn_like(want)
     (g_got,) = torch.autograd.grad(got, x, dy, create_graph=True)
     (g_want,) = torch.autograd.grad(want, x, dy, create_graph=True)
-    torch.testing.assert_close(g_got, g_want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
     small = torch.randn(1, 1, 4, 3, dtype=torch.float64, generator=GEN, requires_grad=True)
     fn = lambda t: upfirdn_cuda.upfirdn2d_cuda(t, f, *args)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (small,)) and torch.autograd.gradgradcheck(fn, (small,))
@@ -118,3 +119,39 @@ def test_no_grad_calls_match(emulated):
         act = activation_cuda.bias_act_cuda(x, b, 1, spec, 0.2, 2**0.5, 0.5)
     torch.testing.assert_close(up, upfirdn._upfirdn2d_ref(x, f, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(act, activation._bias_act_ref(x, b, 1, spec, 0.2, 2**0.5, 0.5))
+
+
+@pytest.mark.parametrize(
+    "kwargs,impl,kernel",
+    [
+        (dict(act="linear"), "auto", False),  # a plain bias add: the reference (its backward is free)
+        (dict(act="linear", gain=1.0, clamp=None), "auto", False),
+        (dict(act="linear"), "cuda", True),  # forced
+        (dict(act="linear", gain=2.0), "auto", True),
+        (dict(act="linear", clamp=256), "auto", True),
+        (dict(act="lrelu"), "auto", True),
+        (dict(act="relu", gain=1.0), "auto", True),
+        (dict(act="lrelu"), "ref", False),
+    ],
+)
+def test_bias_act_dispatch_rule(monkeypatch, kwargs, impl, kernel):
+    """impl='auto' on a (pretend) CUDA tensor runs the kernel except for a linear, gain-1, unclamped bias add."""
+    calls = []
+
+    class Recorder(EmulatedKernels):
+        @staticmethod
+        def bias_act(*args):
+            calls.append(args[5])
+            return EmulatedKernels.bias_act(*args)
+
+    monkeypatch.setattr(jit, "load", lambda verbose=False: Recorder)
+    monkeypatch.setattr(jit, "use_cuda", lambda impl, x, op: impl != "ref")
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=GEN)
+    b = torch.randn(3, dtype=torch.float64, generator=GEN)
+    y = ops.bias_act(x, b, impl=impl, **kwargs)
+    assert bool(calls) == kernel
+    torch.testing.assert_close(y, ops.bias_act(x, b, impl="ref", **kwargs))
+    if impl == "auto":
+        spec = activation.ACTIVATIONS[kwargs["act"]]
+        clamp = -1.0 if kwargs.get("clamp") is None else float(kwargs["clamp"])
+        assert activation.kernel_can_win(spec, kwargs.get("gain", spec.gain), clamp) == kernel

@@ -11,6 +11,7 @@ import torch
 
 from stylerig_au import ops
 from stylerig_au.ops import jit
+from tests.ops_checks import check_bias_act, check_upfirdn2d
 from tests.test_ops_upfirdn import FILTERS, grid
 
 pytestmark = [
@@ -18,23 +19,13 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
-
-@pytest.fixture(scope="module")
-def dev():
-    jit.load(verbose=True)  # raises with the cause if the build fails
-    # The reference's conv2d would otherwise run in TF32 (10-bit mantissa) and miss float32 tolerances.
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield torch.device("cuda")
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def _close(got, want, dtype, what):
-    scale = max(float(want.double().abs().max()), 1.0)
-    err = float((got.double() - want.double()).abs().max())
-    assert err <= TOL[dtype] * scale * 4, f"{what}: max error {err:.3g} (scale {scale:.3g})"
+@pytest.fixture
+def dev(no_tf32):
+    """The GPU, with the ops built (raises with the cause if the build fails) and TF32 off: the reference's
+    conv2d would otherwise miss float32 tolerances."""
+    jit.load(verbose=True)
+    return torch.device("cuda")
 
 
 def test_status_reports_cuda(dev):
@@ -44,21 +35,7 @@ def test_status_reports_cuda(dev):
 @pytest.mark.parametrize("fname", list(FILTERS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_upfirdn2d_values_and_gradients(dev, fname, dtype):
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(2, 3, 9, 7, device=dev, generator=gen).to(dtype)
-    for _, f, up, down, pad, flip in (c for c in grid() if c[0] == fname):
-        f = None if f is None else f.to(dev)
-        kw = dict(up=up, down=down, padding=pad, flip_filter=flip, gain=1.7 if flip else 1.0)
-        xc = x.detach().requires_grad_(True)
-        xr = x.detach().requires_grad_(True)
-        yc = ops.upfirdn2d(xc, f, impl="cuda", **kw)
-        yr = ops.upfirdn2d(xr, f, impl="ref", **kw)
-        assert yc.dtype == dtype and yc.shape == yr.shape
-        _close(yc, yr, dtype, f"{fname} {kw} forward")
-        dy = torch.randn(yr.shape, device=dev, generator=gen).to(dtype)
-        (gc,) = torch.autograd.grad(yc, xc, dy)
-        (gr,) = torch.autograd.grad(yr, xr, dy)
-        _close(gc, gr, dtype, f"{fname} {kw} backward")
+    assert check_upfirdn2d(dev, dtype, [c for c in grid() if c[0] == fname]) > 50
 
 
 def test_upfirdn2d_gradcheck_float64(dev):
@@ -79,22 +56,7 @@ def test_upfirdn2d_many_planes_and_noncontiguous(dev):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("clamp", [None, 0.9])
 def test_bias_act_values_and_gradients(dev, act, dtype, clamp):
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    x0 = torch.randn(4, 16, 5, 3, device=dev, generator=gen).to(dtype)
-    b0 = torch.randn(16, device=dev, generator=gen).to(dtype)
-    res = {}
-    for impl in ("cuda", "ref"):
-        x, b = x0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
-        y = ops.bias_act(x, b, act=act, clamp=clamp, impl=impl)
-        gx, gb = torch.autograd.grad((y * y).sum(), (x, b), create_graph=True)
-        # R1-style second order: d/dx of |dL/dx|^2.
-        ggx, ggb = torch.autograd.grad(gx.float().square().sum(), (x, b), allow_unused=True)
-        res[impl] = (y, gx, gb, ggx, ggb)
-    for name, c, r in zip(("y", "dx", "db", "ddx", "ddb"), res["cuda"], res["ref"]):
-        if c is None or r is None:
-            assert c is None or float(c.abs().max()) == 0 or r is None, name
-            continue
-        _close(c, r, dtype if name in ("y", "dx") else torch.float16 if dtype == torch.float32 else dtype, f"{act} {name}")
+    check_bias_act(dev, act, dtype, clamp)
 
 
 def test_bias_act_gradcheck_float64(dev):

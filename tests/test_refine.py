@@ -65,7 +65,8 @@ def test_zero_steps_and_bad_inputs(tiny_stylegan2):
     with pytest.raises(StylerigError, match="one change per student AU"):
         refiner.refine(ws, step, change[:, :5])
     for bad, message in [(RefineSettings(steps=-1), "0 or more"), (RefineSettings(lr=0), "positive"),
-                         (RefineSettings(keep=-1), "weights"), (RefineSettings(colour=-1), "weights"), (RefineSettings(side=32), "at least 64")]:
+                         (RefineSettings(keep=-1), "weights"), (RefineSettings(colour=-1), "weights"), (RefineSettings(side=32), "at least 64"),
+                         (RefineSettings(identity_net="arcface"), "identity net must be one of sface, dlib")]:
         with pytest.raises(StylerigError, match=message):
             EditRefiner(G, tiny_student(), w_spread(G, 64), bad)
     with pytest.raises(StylerigError, match="w_std must have shape"):
@@ -87,7 +88,7 @@ def test_editor_refines_within_the_edits_layers(tiny_stylegan2):
 
 
 def test_edit_command_refines(setup, tmp_path, capsys):  # noqa: F811
-    for asset in ("lpips-vgg16", "dlib-face-recognition", "dlib-landmarks-68"):
+    for asset in ("lpips-vgg16", "sface", "dlib-face-recognition", "dlib-landmarks-68"):
         require_asset(asset)
     plain, refined = tmp_path / "plain.png", tmp_path / "refined.png"
     base = ["edit", str(setup["latent"]), "--au", "12=+2", *setup["args"]]
@@ -100,6 +101,9 @@ def test_edit_command_refines(setup, tmp_path, capsys):  # noqa: F811
     assert main([*base, "--refine", "1", "--refine-colour", "-1", "--out", str(tmp_path / "bad.png")]) == 2
     assert not (tmp_path / "bad.png").exists()
     assert main([*base, "--refine", "1", "--refine-colour", "20", "--out", str(tmp_path / "colour.png")]) == 0
+    assert main([*base, "--refine", "1", "--identity-net", "dlib", "--out", str(tmp_path / "dlib.png")]) == 0
+    assert main([*base, "--refine", "1", "--identity-net", "arcface", "--out", str(tmp_path / "bad.png")]) == 2
+    assert not (tmp_path / "bad.png").exists()
 
 
 @pytest.mark.slow
@@ -110,6 +114,7 @@ def test_refined_mapper_edit_on_the_real_generator():
     from stylerig_au.models import load_generator, seed_ws
 
     require_asset("mobilestylegan-ffhq-1024")
+    require_asset("sface")  # the default identity term
     G = load_generator()
     mapper = load_default_mapper(G)
     student = load_student().net.eval()

@@ -145,7 +145,7 @@ def test_fp16_blocks_agree_with_fp32(tiny_stylegan2):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_fp16_and_impls_agree_with_cpu(tiny_stylegan2):
+def test_cuda_fp16_and_impls_agree_with_cpu(tiny_stylegan2, no_tf32):
     ws = _ws(tiny_stylegan2)
     cpu = tiny_stylegan2.synthesis(ws)
     G = tiny_stylegan2.to("cuda")

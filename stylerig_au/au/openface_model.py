@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from stylerig_au.errors import AssetError
-from stylerig_au.fileio import atomic_path
+from stylerig_au.fileio import atomic_torch_save
 
 ASSET_NAME = "openface-2.2-au"
 STATIC_LIST = "AU_all_static.txt"
@@ -177,8 +177,7 @@ def convert(members: dict[str, Path], out: Path) -> None:
             "prediction": "clip((x - means) @ weights + bias, 0, 5)",
         },
     }
-    with atomic_path(out) as tmp:
-        torch.save(blob, tmp)
+    atomic_torch_save(out, blob)
 
 
 def load(path: str | os.PathLike | None = None, accept_license: bool = False) -> dict[str, Any]:

@@ -201,12 +201,11 @@ def save_student(net: StudentAUNet, file: str | os.PathLike, info: dict | None =
     Conv and linear weights are stored as float16 (the file stays ~3 MB); :func:`load_student` turns
     them back into float32.
     """
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
 
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "aus": list(net.aus), "config": net.config.to_dict(),
               "state_dict": {k: _stored(k, v) for k, v in net.state_dict().items()}, "info": info or {}}
-    with atomic_path(file) as tmp:
-        torch.save(record, tmp)
+    atomic_torch_save(file, record)
     return Path(file)
 
 

@@ -218,7 +218,7 @@ def train_student(
     """
     from tqdm import tqdm
 
-    from stylerig_au.fileio import atomic_path, load_record
+    from stylerig_au.fileio import atomic_torch_save, load_record
 
     if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels) != len(seeds):
         raise StylerigError("training data: expected uint8 images [N, 3, H, H] with one label row and one seed each")
@@ -291,8 +291,7 @@ def train_student(
         history.append({"epoch": epoch + 1, "train_loss": total / count, "heldout_mean_r": held["mean_r"], "heldout_mean_mae": held["mean_mae"]})
         state = {"format": CKPT_FORMAT, "format_version": CKPT_VERSION, "settings": asdict(settings), "aus": list(aus),
                  "epoch": epoch + 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "history": history}
-        with atomic_path(checkpoint) as tmp:
-            torch.save(state, tmp)
+        atomic_torch_save(checkpoint, state)
         log(f"epoch {epoch + 1}/{settings.epochs}: train loss {total / count:.4f}, held-out mean r {held['mean_r']:.3f}, MAE {held['mean_mae']:.3f}")
 
     ho_pred = predict_uint8(net, ho_images)

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import LEARNING_RATE
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
+
+# The face networks of stylerig_au.identity_net.IDENTITY_NETS, named here so the CLI imports no torch
+# (a test keeps the two lists equal); the first is the default training identity term.
+IDENTITY_NET_CHOICES = ("sface", "dlib")
 
 AU_HELP = ("AU change or target; repeatable, comma lists allowed. Changes: 12=+2 (AU12 up 2 intensity steps on the "
            "0-5 scale), 4=-1, smile=0.5. Absolute targets: 4=@3 (AU4 TO intensity 3; the current intensity is "
@@ -37,8 +44,8 @@ def common_options(f: Callable) -> Callable:
         click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
                      help="Generator name or checkpoint path (must be the one the latent / directions were made for)."),
         click.option("--steps", type=click.IntRange(1), default=None,
-                     help="Inversion steps for a photo [default: 60 on a CPU, 500 on CUDA]."),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+                     help="Inversion steps for a photo [default: 60, the quick setting, on a CPU; 500 on a GPU]."),
+        click.option("--lr", type=LEARNING_RATE, default=None,
                      help="Inversion learning rate [default: 0.08 up to 120 steps, else 0.05]."),
         click.option("--latent-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Where a photo's latent <stem>.pt is cached and reused [default: the output's folder]."),
@@ -46,7 +53,10 @@ def common_options(f: Callable) -> Callable:
                      help="Face detector upsampling (for small faces)."),
         click.option("--face", type=click.IntRange(0), default=None,
                      help="For a photo with several faces: edit face K (0 = leftmost; `align --all-faces` writes each)."),
-        click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N."),
+        click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace a cached latent <stem>.pt that cannot be reused (another photo's, other --steps/--lr, "
+                          "or not a latent at all); without it that is an error, before any inversion."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -65,18 +75,26 @@ class Session:
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
           device: str, face: int | None = None, measures: bool = False, refine: int = 0,
-          refine_colour: float = 0.0) -> Session:
+          refine_colour: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
+          extra_outputs: tuple[Path | None, ...] = ()) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
+
+    First, before anything loads, the outputs (``out``, ``extra_outputs`` and a photo's latent cache
+    file) are checked against the inputs: none may be an input (:mod:`stylerig_au.outputs`). ``out`` is
+    the declared output, so an existing file there is replaced; the latent cache only per the
+    overwrite rule (``overwrite``; a cached latent is reused whatever its settings unless
+    ``steps``/``lr`` were given).
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
     with this many steps against the student detector (:mod:`stylerig_au.edit.refine`; 0: off), with
-    the colour term at weight ``refine_colour``; its models load here too, before the inversion.
+    the colour term at weight ``refine_colour`` and the identity network ``refine_identity_net``; its
+    models load here too, before the inversion.
     """
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.editor import Editor
-    from stylerig_au.edit.photo import OpenFaceMeasure, is_latent_file, load_subject, quick_config
+    from stylerig_au.edit.photo import OpenFaceMeasure, is_latent_file, latent_cache_path, load_subject, quick_config
     from stylerig_au.models import load_generator
 
     if mapper_path is not None and method != "mapper":
@@ -87,7 +105,12 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         raise StylerigError(f"{source} is a folder; give one photo or latent file")
     if out.exists() and out.is_dir():
         raise StylerigError(f"--out {out} is a folder; give a file name")
-    use_device(device)
+    from stylerig_au.outputs import refuse_inputs_as_outputs
+
+    cache = None if is_latent_file(source) else latent_cache_path(source, latent_dir if latent_dir is not None else out.parent, face)
+    generator_file = Path(generator_spec) if Path(generator_spec).is_file() else None
+    refuse_inputs_as_outputs([out, *extra_outputs, cache], [source, mapper_path, directions_path, generator_file])
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = None
     if method == "mapper":
@@ -111,26 +134,17 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
 
         student = load_student(device=device).net.eval()
         w_std = mapper.w_std if mapper is not None else w_spread(G)
-        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour),
+        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour,
+                                                                  identity_net=refine_identity_net),
                                progress=True)
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)
     editor.check_aus(aus_in_use)
-    config = quick_config(steps, device, lr)
+    # No --steps/--lr: load_subject chooses the steps by device and says which before it inverts a photo.
+    config = quick_config(steps, device, lr) if steps is not None or lr is not None else None
     subject = load_subject(G, source, config, cache_dir=latent_dir if latent_dir is not None else out.parent,
-                           device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True))
+                           device=device, upsample=upsample, face=face, log=lambda m: click.echo(m, err=True),
+                           any_settings=steps is None and lr is None, overwrite=overwrite)
     if subject.inverted:
-        click.echo(f"inverted {source.name} ({config.steps} steps, lpips {subject.record['losses']['lpips']:.3f}) "
+        click.echo(f"inverted {source.name} ({subject.record['steps']} steps, lpips {subject.record['losses']['lpips']:.3f}) "
                    f"-> {subject.latent_path}", err=True)
     return Session(G, editor, subject)
-
-
-def use_device(device: str) -> None:
-    """Select a ``--device`` (cuda:N becomes the current GPU); StylerigError when CUDA is asked for but absent."""
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
-        chosen = torch.device(device)
-        if chosen.index is not None:  # plain 'cuda' keeps the current GPU (set_device rejects a device without an index)
-            torch.cuda.set_device(chosen)

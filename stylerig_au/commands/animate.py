@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, source_argument, start
+from stylerig_au.commands._numbers import FiniteFloat
 
 
 @click.command()
@@ -20,7 +21,7 @@ from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, 
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output animation: .gif (Pillow) or .mp4 (needs OpenCV: pip install opencv-python-headless).")
 @click.option("--frames", default=24, show_default=True, type=click.IntRange(2, 1000), help="Frames from unedited to edited.")
-@click.option("--fps", default=12.0, show_default=True, type=click.FloatRange(0, 100, min_open=True), help="Frames per second.")
+@click.option("--fps", default=12.0, show_default=True, type=FiniteFloat(0, 100, min_open=True), help="Frames per second.")
 @click.option("--boomerang", is_flag=True, help="Play forwards then backwards (2*frames-2 frames), for a seamless loop.")
 @click.option("--size", "max_side", default=512, show_default=True, type=click.IntRange(0),
               help="Shrink frames so the longer side is at most this (0: full size).")

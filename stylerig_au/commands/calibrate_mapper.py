@@ -17,29 +17,32 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import FiniteFloat, PSI
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 @click.command(name="calibrate-mapper")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Calibrated mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mapper file to calibrate [default: the bundled one].")
-@click.option("--probes", default=8, show_default=True, type=click.IntRange(1), help="Probe faces each test edit is measured on.")
-@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1), help="Measure-and-rescale rounds per AU.")
-@click.option("--step", default=2.0, show_default=True, type=click.FloatRange(0, min_open=True), help="AU change of the test edits.")
+@click.option("--probes", default=8, show_default=True, type=click.IntRange(1, 10000), help="Probe faces each test edit is measured on.")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 100), help="Measure-and-rescale rounds per AU.")
+@click.option("--step", default=2.0, show_default=True, type=FiniteFloat(0, 5, min_open=True), help="AU change of the test edits.")
 @click.option("--estimator", type=click.Choice(["openface", "student"]), default="openface", show_default=True,
               help="AU estimator that measures the probe edits: OpenFace, or the student the mapper was trained with "
                    "(keeps OpenFace an independent judge).")
-@click.option("--max-gain", default=2.5, show_default=True, type=click.FloatRange(1), help="Largest gain an AU may get (weak AUs stop there).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the probe latents.")
+@click.option("--max-gain", default=2.5, show_default=True, type=FiniteFloat(1, 100), help="Largest gain an AU may get (weak AUs stop there).")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the probe latents.")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: int, step: float, estimator: str, max_gain: float,
                      psi: float, generator_spec: str, device: str, accept_license: bool) -> None:
     """Rescale the AU mapper's per-AU inputs so that OpenFace (or the student) measures the asked-for change."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.vocab import AU_NUMBERS
-    from stylerig_au.commands._editing import use_device
     from stylerig_au.commands.learn_directions import PROBE_SEED_START
     from stylerig_au.edit import learn
     from stylerig_au.edit.mapper import load_default_mapper, load_mapper, save_mapper
@@ -49,7 +52,8 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
-    use_device(device)
+    refuse_inputs_as_outputs([out], [mapper_path, Path(generator_spec)])  # the overwrite rule, before any work
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     mapper = load_default_mapper(G, mapper_path, device=device)
     if estimator == "student":

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, source_argument, start
+from stylerig_au.commands._editing import (AU_HELP, IDENTITY_NET_CHOICES, PRESET_HELP, common_options, source_argument,
+                                           start)
+from stylerig_au.commands._numbers import FiniteFloat
 
 
 @click.command()
@@ -24,12 +26,15 @@ from stylerig_au.commands._editing import AU_HELP, PRESET_HELP, common_options, 
 @click.option("--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="STEPS",
               help="Then refine the edit for this face with STEPS optimisation steps against the student AU "
                    "detector: other AUs and identity move less (about 1.5 s a step on a CPU; 20 is a good start).")
-@click.option("--refine-colour", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="WEIGHT",
+@click.option("--refine-colour", type=FiniteFloat(0, 1e6), default=0.0, show_default=True, metavar="WEIGHT",
               help="With --refine: also keep the colours inside the edited region (try 20: it removes the red lips "
                    "or white beard some mouth edits get; measured on 5 faces only).")
+@click.option("--identity-net", type=click.Choice(IDENTITY_NET_CHOICES), default=IDENTITY_NET_CHOICES[0], show_default=True,
+              help="With --refine: the face network of the identity term (dlib is the evaluations' judge, so a "
+                   "refinement measured by it should not be trained on it).")
 @common_options
 def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out: Path, face_out: Path | None,
-         refine: int, refine_colour: float, **options) -> None:
+         refine: int, refine_colour: float, identity_net: str, **options) -> None:
     """Edit the Action Units of the face in PHOTO_OR_LATENT (a photo, or a .pt latent from `stylerig-au invert`).
 
     A photo is aligned and inverted once (its latent <stem>.pt is cached in --latent-dir and reused while
@@ -56,7 +61,7 @@ def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out:
     if refine_colour > 0 and refine == 0:
         raise click.UsageError("--refine-colour needs --refine STEPS")
     session = start(source, out, aus_in_use=list(change), measures=not change.is_relative, refine=refine,
-                    refine_colour=refine_colour, **options)
+                    refine_colour=refine_colour, refine_identity_net=identity_net, extra_outputs=(face_out,), **options)
     subject = session.subject
     with tqdm(total=2, desc="edit", unit="step", leave=False) as bar:
         face = render_face(session.editor, subject, change)

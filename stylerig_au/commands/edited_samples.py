@@ -14,21 +14,23 @@ from pathlib import Path
 
 import click
 
-from stylerig_au.errors import StylerigError
+from stylerig_au.commands._numbers import SEED, THREADS, WORKERS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 
 
 @click.command(name="edited-samples")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--num", required=True, type=click.IntRange(1), help="Faces (seeds) in the dataset, rounded up to whole chunks of 16; an existing dataset is extended or resumed.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="AU mapper making the edits [default: the bundled one].")
-@click.option("--refine-at", multiple=True, type=click.IntRange(0),
+@click.option("--refine-at", multiple=True, type=click.IntRange(0, 1000),
               help="Refine each edit against --refine-student and store it after this many steps (repeatable, e.g. --refine-at 4 --refine-at 8; "
                    "0 = the mapper's edit). Each face then gets one single-AU request, gain 1, as `edit --refine` is used.")
 @click.option("--refine-student", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student the refinement runs against [default: the bundled one].")
-@click.option("--seed-start", default=None, type=click.IntRange(0), help="First seed [default: 6,000,000, away from every other seed range the tools use].")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="CPU processes side by side (one per core).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--seed-start", default=None, type=SEED, help="First seed [default: 6,000,000, away from every other seed range the tools use].")
+@click.option("--workers", default=1, show_default=True, type=WORKERS, help="CPU processes side by side (one per core).")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator to sample and edit.")
 def edited_samples(folder: Path, num: int, mapper_path: Path | None, refine_at: tuple[int, ...], refine_student: Path | None,
                    seed_start: int | None, workers: int, device: str, threads: int | None, generator_spec: str) -> None:
@@ -45,8 +47,7 @@ def edited_samples(folder: Path, num: int, mapper_path: Path | None, refine_at: 
         raise click.UsageError(f"--refine-at step counts must differ, got {list(refine_at)}")
     if threads:
         torch.set_num_threads(threads)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    device = resolve_device(device)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     G = load_generator(generator_spec, device=device)
     mapper = load_default_mapper(G, mapper_path, device=device)

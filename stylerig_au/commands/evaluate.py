@@ -11,6 +11,9 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import PSI, SEED
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
 
@@ -18,9 +21,9 @@ from stylerig_au.errors import StylerigError
 @click.option("--photos", "photos_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of photos to evaluate on (each aligned and inverted once; latents cached in OUT/latents).")
 @click.option("--generated", type=click.IntRange(1), default=None, help="Evaluate on N generated faces instead of photos.")
-@click.option("--seed-start", default=2_000_000, show_default=True, type=click.IntRange(0),
+@click.option("--seed-start", default=2_000_000, show_default=True, type=SEED,
               help="First seed of the generated faces (held out from learning).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation of generated faces.")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of generated faces.")
 @click.option("--edits", "edits_text", required=True,
               help="Edits separated by ';', each in the --au syntax: '12=+2;4=+2;smile=1' (12=+2,6=+1 is one two-AU "
                    "edit; 4=@3 an absolute target).")
@@ -38,7 +41,7 @@ from stylerig_au.errors import StylerigError
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
               help="Generator name or checkpoint path.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Inversion steps for photos [default: 60 on a CPU, 500 on CUDA].")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, psi: float, edits_text: str, methods_text: str,
              out: Path, mapper_path: Path | None, directions_path: Path | None, data_dir: Path | None, generator_spec: str, steps: int | None,
              device: str) -> None:
@@ -54,7 +57,6 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     from stylerig_au import evaluate as ev
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.photo import quick_config
-    from stylerig_au.commands._editing import use_device
     from stylerig_au.models import load_generator
 
     if (photos_dir is None) == (generated is None):
@@ -64,7 +66,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     photos = ev.photo_paths(photos_dir) if photos_dir is not None else []
     if out.exists() and not out.is_dir():
         raise StylerigError(f"--out {out} is a file; give a folder")
-    use_device(device)
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     linear = LinearDirections.load(directions_path, G) if directions_path is not None else load_default_directions(G)
     dirs: dict[str, object] = {}
@@ -108,6 +110,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     for m, p in result.report["per_method"].items():
         def f(x, d=2):
             return "n/a" if x is None else f"{x:.{d}f}"
-        click.echo(f"{m:>7}: |error| {f(p['abs_error'])}, drift {f(p['drift'])}, ID {f(p['identity_distance'])}, "
+        click.echo(f"{m:>7}: |error| {f(p['abs_error'])}, drift {f(p['drift'])}, ID dlib {f(p['identity_distance'])}, "
+                   f"ID SFace {f(p.get('identity_sface'))}, "
                    f"bg LPIPS {f(p['background_lpips'], 3)}, pose {f(p['pose_change_max_deg'], 1)} deg, {f(p['seconds'])} s/img")
     click.echo(f"wrote {result.files['report_md']} and {result.files['report_json']}")

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import MAX_SEED, PSI
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
-MAX_SEED = 2**32 - 1
+GRID_PROVENANCE = {"tool": "generate", "file": "grid"}  # a summary of the run: any generate may remake it
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -37,49 +39,54 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def make_grid(images, columns: int | None = None):
-    """uint8 [N, H, W, 3] -> one uint8 [rows*H, cols*W, 3] image (row-major, black padding)."""
-    import numpy as np
+def seed_grid(images, seeds: list[int], cell: int | None = None):
+    """uint8 [N, H, W, 3] -> one uint8 [h, w, 3] grid, about square, each face under its label 'seed N'.
 
-    n, h, w, c = images.shape
-    cols = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, cols)
-        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
-    return grid
+    Faces are ``cell`` px (default: their own size, at most 256)."""
+    from stylerig_au.edit.media import captioned_grid
+
+    cell = cell or min(256, images.shape[1])
+    return captioned_grid(list(images), [f"seed {s}" for s in seeds], ncols=math.ceil(math.sqrt(len(images))), cell=cell)
 
 
 @click.command()
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds to render: ranges and lists, e.g. '0-7' or '1,5,9'.")
-@click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi (1 = none, 0 = the average face).")
+@click.option("--psi", type=PSI, default=0.7, show_default=True, help="Truncation psi (1 = none, 0 = the average face).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder for seed####.png and grid.png (created if missing).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
               help="Generator name, or a checkpoint path: NVIDIA .pkl, rosinality .pt or a stylerig_au .pt.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to run; auto picks CUDA when available.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="StyleGAN2 noise inputs: fixed buffers, fresh random, or off (MobileStyleGAN has baked-in noise).")
 @click.option("--batch", type=click.IntRange(1, 256), default=4, show_default=True, help="Images per forward pass.")
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Also write grid.png with all images.")
+@click.option("--overwrite", is_flag=True, help="Replace existing seed####.png / grid.png that generate did not make with these settings.")
 def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device: str, noise_mode: str, batch: int,
-             grid: bool) -> None:
-    """Render one image per seed with a generator, and a grid of them all."""
+             grid: bool, overwrite: bool) -> None:
+    """Render one image per seed with a generator, and a grid of them all.
+
+    An existing seed####.png is replaced only when generate made it with the same generator, psi and
+    noise mode (or with --overwrite); grid.png when generate made it.
+    """
     import torch
     from tqdm import tqdm
 
     from stylerig_au.imageio import batch_to_uint8, save_image
     from stylerig_au.models import load_generator, seed_to_z
+    from stylerig_au.outputs import check_replaceable, made_with
 
     seed_list = parse_seeds(seeds)
-    if not math.isfinite(psi):
-        raise StylerigError(f"--psi must be a finite number (usually 0.5-1), got {psi}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, allow_auto=True)
     if out_dir.exists() and not out_dir.is_dir():
         raise StylerigError(f"--out {out_dir} exists and is not a folder")
+    made = {"tool": "generate", "generator": generator_spec, "psi": psi, "noise_mode": noise_mode}
+    for s in seed_list:  # the overwrite rule (stylerig_au.outputs), before any work
+        check_replaceable(out_dir / f"seed{s:04d}.png", overwrite=overwrite, made_here=made_with({**made, "seed": s}),
+                          what="generate did not make it with these settings")
+    if grid:
+        check_replaceable(out_dir / "grid.png", overwrite=overwrite, made_here=made_with(GRID_PROVENANCE),
+                          what="generate did not make it")
     G = load_generator(generator_spec, device=device)
     synth_kwargs = {}
     synthesis = G.synthesis.forward if isinstance(G.synthesis, torch.nn.Module) else G.synthesis
@@ -96,11 +103,11 @@ def generate(seeds: str, psi: float, out_dir: Path, generator_spec: str, device:
             w = G.mapping(z, psi=psi)
             img = batch_to_uint8(G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), **synth_kwargs))
             for s, array in zip(chunk, img):
-                save_image(out_dir / f"seed{s:04d}.png", array)
+                save_image(out_dir / f"seed{s:04d}.png", array, provenance={**made, "seed": s})
             images.append(img)
             bar.update(len(chunk))
     if grid:
         import numpy as np
 
-        save_image(out_dir / "grid.png", make_grid(np.concatenate(images)))
+        save_image(out_dir / "grid.png", seed_grid(np.concatenate(images), seed_list), provenance=GRID_PROVENANCE)
     click.echo(f"wrote {len(seed_list)} image(s){' and grid.png' if grid else ''} to {out_dir} ({G.name}, psi={psi})")

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import PSI, WORKERS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 PROBE_SEED_START = 1_000_000  # probe latents come from seeds no training sample uses
 
@@ -27,8 +31,8 @@ def default_data_dir(generator: str) -> Path:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Sample dataset folder (built or extended here; resumable). Default: <asset cache>/../datasets/au-samples-<generator>.")
 @click.option("--samples", "num_samples", default=2016, show_default=True, type=click.IntRange(50), help="Labelled generator samples to learn from.")
-@click.option("--build-workers", default=1, show_default=True, type=click.IntRange(1), help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0.0, 1.0), help="Truncation of the sampled w.")
+@click.option("--build-workers", default=1, show_default=True, type=WORKERS, help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the sampled w.")
 @click.option("--probes", default=6, show_default=True, type=click.IntRange(1), help="Held-out latents each test edit is measured on.")
 @click.option("--condition-aus/--no-condition-aus", default=False, show_default=True,
               help="Also keep the other AUs' read-outs fixed (less drift, but most AUs then barely move in "
@@ -39,7 +43,7 @@ def default_data_dir(generator: str) -> Path:
                    "calibrated with OpenFace so that +2 measures about +2.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, build_workers: int, psi: float, probes: int,
                      condition_aus: bool, target_name: str, out_file: Path, device: str, accept_license: bool) -> None:
@@ -53,6 +57,8 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
 
     if out_file.suffix != ".pt":
         raise StylerigError(f"--out {out_file}: the directions file must end in .pt")
+    refuse_inputs_as_outputs([out_file], [Path(generator_spec)])  # the overwrite rule, before any work
+    device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
     detector = make_detector("openface", accept_license=accept_license).to(device)
     data_dir = data_dir or default_data_dir(G.name)

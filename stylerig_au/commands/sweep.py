@@ -31,11 +31,10 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
     """
     from tqdm import tqdm
 
-    from stylerig_au.au.vocab import AU as AU_TABLE
     from stylerig_au.au.vocab import au_number
     from stylerig_au.edit import media
     from stylerig_au.edit.photo import check_image_suffix, render_face
-    from stylerig_au.edit.spec import AU
+    from stylerig_au.edit.spec import AU, check_change
     from stylerig_au.edit.syntax import parse_number_list
     from stylerig_au.errors import StylerigError
     from stylerig_au.imageio import save_image
@@ -44,7 +43,7 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
     if not items:
         raise StylerigError("--aus is empty; give AU numbers such as 1,2,4,6,12,26")
     aus = list(dict.fromkeys(au_number(t) for t in items))
-    values = parse_number_list(values_text, "--values")
+    values = [check_change(v, "--values:") for v in parse_number_list(values_text, "--values")]
     check_image_suffix(out)
     session = start(source, out, aus_in_use=aus, **options)
     rows = []
@@ -61,8 +60,8 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
                 bar.update(1)
             rows.append(row)
     if labels:
-        row_labels = [f"AU{au}" + ("\n" + AU_TABLE[au].name.replace(" ", "\n", 1) if cell >= 128 else "") for au in aus]
-        col_labels = [f"{v:+g}" if v else "0" for v in values]
+        row_labels = [media.au_label(au, cell) for au in aus]
+        col_labels = [media.value_label(v) for v in values]
         grid = media.labelled_grid(rows, row_labels, col_labels, cell=cell)
     else:
         grid = media.labelled_grid(rows, cell=cell)

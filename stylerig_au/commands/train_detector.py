@@ -15,7 +15,11 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED, THREADS, WORKERS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -31,16 +35,16 @@ def checkpoint_path(out: Path) -> Path:
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this student (weights and input normalisation) instead of starting from random weights; use a lower --lr, e.g. 3e-4.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
-@click.option("--build-workers", default=1, show_default=True, type=click.IntRange(1), help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
+@click.option("--build-workers", default=1, show_default=True, type=WORKERS, help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(1), help="Passes over the training split.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(1), help="Faces per training step.")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak AdamW learning rate (one warm-up epoch, then cosine).")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 4096), help="Faces per training step.")
+@click.option("--lr", default=1e-3, show_default=True, type=LEARNING_RATE, help="Peak AdamW learning rate (one warm-up epoch, then cosine).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N samples of the dataset (default: all there are).")
-@click.option("--holdout", default=0.15, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Fraction of seeds (the last ones) kept out of training for evaluation.")
-@click.option("--input-size", default=128, show_default=True, type=click.IntRange(32), help="Side the face box is resized to inside the student.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (shuffling, augmentation, initialisation).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--holdout", default=0.15, show_default=True, type=FiniteFloat(0, 1, min_open=True, max_open=True), help="Fraction of seeds (the last ones) kept out of training for evaluation.")
+@click.option("--input-size", default=128, show_default=True, type=click.IntRange(32, 1024), help="Side the face box is resized to inside the student.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed (shuffling, augmentation, initialisation).")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator for --build.")
 def train_detector(data_dir: Path | None, build: int | None, edited_dirs: tuple[Path, ...], init_path: Path | None, build_workers: int, out: Path, epochs: int, batch: int, lr: float, limit: int | None,
                    holdout: float, input_size: int, seed: int, device: str, threads: int | None, generator_spec: str) -> None:
@@ -54,10 +58,10 @@ def train_detector(data_dir: Path | None, build: int | None, edited_dirs: tuple[
         raise click.UsageError("give the training data: --data DIR (plain samples) and/or --edited DIR (edited samples)")
     if build and data_dir is None:
         raise click.UsageError("--build makes plain samples in the --data folder; give --data DIR")
+    refuse_inputs_as_outputs([out], [init_path, Path(generator_spec)])  # the overwrite rule, before any work
     if threads:
         torch.set_num_threads(threads)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StylerigError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    device = resolve_device(device)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     init_net = None
     if init_path is not None:

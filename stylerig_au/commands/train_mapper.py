@@ -18,7 +18,12 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._numbers import LEARNING_RATE, PSI, THREADS
+from stylerig_au.devices import HELP as DEVICE_HELP
+from stylerig_au.devices import resolve_device
+from stylerig_au.commands._editing import IDENTITY_NET_CHOICES
 from stylerig_au.errors import StylerigError
+from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -52,28 +57,30 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.command(name="train-mapper")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Optimisation steps (each renders 2 x batch faces).")
-@click.option("--batch", default=2, show_default=True, type=click.IntRange(1), help="Faces per step and process.")
-@click.option("--lr", default=3e-4, show_default=True, type=click.FloatRange(0, min_open=True), help="Peak Adam learning rate (short warm-up, then cosine).")
-@click.option("--psi", default=0.8, show_default=True, type=click.FloatRange(0, 1), help="Truncation of the training latents.")
-@click.option("--hidden", default=256, show_default=True, type=click.IntRange(8), help="Width of the mapper's MLP.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 1024), help="Faces per step and process.")
+@click.option("--lr", default=3e-4, show_default=True, type=LEARNING_RATE, help="Peak Adam learning rate (short warm-up, then cosine).")
+@click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the training latents.")
+@click.option("--hidden", default=256, show_default=True, type=click.IntRange(8, 8192), help="Width of the mapper's MLP.")
 @click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Linear directions to start from [default: the bundled ones].")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this mapper file (its network and input gains) instead of the linear directions: "
                    "fine-tunes a mapper, e.g. one calibrated with `calibrate-mapper` so that ΔAU is in OpenFace's units.")
 @click.option("--student", "student_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Student AU detector [default: the bundled one].")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
-@click.option("--image-size", default=256, show_default=True, type=click.IntRange(64), help="Side the renders are scored at.")
+@click.option("--image-size", default=256, show_default=True, type=click.IntRange(64, 1024), help="Side the renders are scored at.")
 @click.option("--save-every", default=25, show_default=True, type=click.IntRange(1), help="Write the training state every N steps.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 399),
               help="Seed of the training faces and the AU changes drawn per step (each seed its own faces).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
               help="Weight of one loss term, repeatable: target, keep, outside, identity, size "
                    "[defaults 1, 1, 4, 4, 0.05], e.g. --weight keep=2 to hold the other AUs more firmly.")
-@click.option("--identity-net", type=click.Choice(["lpips", "dlib"]), default="lpips", show_default=True,
-              help="What the identity loss compares: dlib's face descriptor (the evaluations' identity distance, "
-                   "run differentiably) or deep LPIPS-VGG features (cheaper; the bundled mapper's).")
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda (under torchrun: one GPU per process).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--identity-net", type=click.Choice([*IDENTITY_NET_CHOICES, "lpips"]), default=IDENTITY_NET_CHOICES[0],
+              show_default=True,
+              help="What the identity loss compares: SFace features (cosine distance), dlib's face descriptor (the "
+                   "evaluations' judge of identity: a mapper trained on it is graded by its own loss), or deep "
+                   "LPIPS-VGG features (a cheaper proxy; the bundled mapper's).")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
                  weights: tuple[str, ...], threads: int | None, identity_net: str) -> None:
@@ -81,7 +88,6 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     import torch
 
     from stylerig_au.au.student import load_student
-    from stylerig_au.commands._editing import use_device
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
     from stylerig_au.edit.mapper import load_mapper, new_mapper, save_mapper
     from stylerig_au.edit.mapper_card import write_mapper_card
@@ -91,9 +97,10 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
+    refuse_inputs_as_outputs([out], [init_path, directions_path, student_path, Path(generator_spec)])  # before any work
     if threads:
         torch.set_num_threads(threads)
-    use_device(device)  # under torchrun each process then takes its own GPU (mapper_train.init_distributed)
+    device = resolve_device(device)  # under torchrun: GPU LOCAL_RANK
     G = load_generator(generator_spec, device="cpu")
     init = load_mapper(init_path, G) if init_path else None
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,

@@ -15,7 +15,7 @@ PREVIEW_VALUES = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 def write_preview(G, directions: LinearDirections, path: str | os.PathLike, ws: torch.Tensor,
                   values: Sequence[float] = PREVIEW_VALUES, cell: int = 128) -> Path:
-    """A PNG grid: one row per AU of ``directions`` (in its order), one column per intensity change.
+    """A PNG grid: one row per AU of ``directions`` (in its order), one column per intensity change, labelled.
 
     Args:
         ws: the latent to edit, [1, num_ws, w_dim].
@@ -24,16 +24,17 @@ def write_preview(G, directions: LinearDirections, path: str | os.PathLike, ws: 
     """
     from tqdm import tqdm
 
+    from stylerig_au.edit.media import au_label, labelled_grid, value_label
     from stylerig_au.edit.spec import AU
-    from stylerig_au.imageio import make_grid, save_image, to_uint8
+    from stylerig_au.imageio import save_image, to_uint8
 
-    tiles = []
+    rows = []
     with torch.no_grad():
         plain = to_uint8(G.synthesis(ws)[0])
         for au in tqdm(directions.aus, desc="preview", unit="AU"):
-            for v in values:
-                tiles.append(plain if v == 0 else to_uint8(G.synthesis(directions.apply(ws, AU(au, v)))[0]))
-    return save_image(path, make_grid(tiles, ncols=len(values), cell=cell), value_range=(0, 255))
+            rows.append([plain if v == 0 else to_uint8(G.synthesis(directions.apply(ws, AU(au, v)))[0]) for v in values])
+    grid = labelled_grid(rows, [au_label(au, cell) for au in directions.aus], [value_label(v) for v in values], cell=cell)
+    return save_image(path, grid, value_range=(0, 255))
 
 
 def write_card(directions: LinearDirections, results: list, path: str | os.PathLike, preview: Path | None = None) -> Path:

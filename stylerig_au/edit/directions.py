@@ -176,11 +176,10 @@ class LinearDirections:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the file format above atomically; returns the path."""
-        from stylerig_au.imageio import atomic_path
+        from stylerig_au.fileio import atomic_torch_save
 
         path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(self.to_dict(), tmp)
+        atomic_torch_save(path, self.to_dict())
         return path
 
     @classmethod

@@ -208,7 +208,7 @@ def _stored(name: str, value: torch.Tensor) -> torch.Tensor:
 
 def save_mapper(mapper: AUMapper, path: str | os.PathLike, generator: str, meta: dict[str, Any] | None = None) -> Path:
     """Write the file format of the module docstring atomically; returns the path."""
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
 
     path = Path(path)
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": str(generator),
@@ -216,8 +216,7 @@ def save_mapper(mapper: AUMapper, path: str | os.PathLike, generator: str, meta:
             "state": {k: _stored(k, v) for k, v in mapper.state_dict().items()},
             "input_gain": list(mapper.input_gains().values()),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "meta": dict(meta or {})}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    atomic_torch_save(path, blob)
     return path
 
 

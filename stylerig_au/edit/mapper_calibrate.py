@@ -7,7 +7,7 @@ independent judge of the calibrated mapper.
 A trained mapper stops short of the asked change: its keep, outside and identity losses pull
 against the target loss. On held-out faces both the student it was trained with and OpenFace read
 the bundled mapper's +2 edits as about +1.2 to +1.4 on average, from +0.3 to +2.3 depending on the AU
-(``experiments/student_vs_openface_edits.py``). The linear directions were rescaled the same way when
+(measured in commit 1ded5f5, ``experiments/RESULTS.md``). The linear directions were rescaled the same way when
 they were learned (:mod:`stylerig_au.edit.learn`).
 
 For each AU, :func:`calibrate_mapper` renders ``+step`` edits of a few probe latents, measures them,

@@ -8,6 +8,9 @@ from pathlib import Path
 from stylerig_au.edit.mapper import MapperConfig
 from stylerig_au.edit.mapper_train import LOSS_NAMES, SEED_STRIDE, TRAIN_SEED_START
 
+# what each MapperTrainSettings.identity_net optimised (settings saved before the option: 'lpips')
+_IDENTITY_TERMS = {"lpips": "LPIPS-VGG feature proxy", "sface": "SFace cosine distance", "dlib": "dlib descriptor distance"}
+
 
 def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict, config: MapperConfig) -> Path:
     """Write ``<mapper stem>.md`` beside the mapper file; returns its path."""
@@ -32,7 +35,7 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         f"(truncation psi {s.get('psi')}, seeds from {TRAIN_SEED_START + int(s.get('seed') or 0) * SEED_STRIDE:,}, per-slot jitter {s.get('jitter')}), each with 1-{s.get('max_aus')} "
         f"AU changes of {s.get('delta_min')}-{s.get('delta_max')} ({s.get('negative', 0):.0%} negative), scored at {s.get('image_size')}².",
         f"- Supervision: the student AU detector ({meta.get('student')}); weights target {s.get('w_target')}, keep {s.get('w_keep')}, "
-        f"outside-LPIPS {s.get('w_outside')}, identity proxy {s.get('w_identity')}, residual size {s.get('w_size')}.",
+        f"outside-LPIPS {s.get('w_outside')}, identity ({_IDENTITY_TERMS.get(s.get('identity_net', 'lpips'), s.get('identity_net'))}) {s.get('w_identity')}, residual size {s.get('w_size')}.",
         "- Licence: Apache-2.0 like stylerig_au; the student was distilled from OpenFace 2.2 AU models, whose licence is "
         "academic / non-commercial.",
         "",

@@ -13,10 +13,11 @@ Both the face and its edit are rendered and scored, and the loss is
 * ``keep``: (change of every other AU)², so the rest of the expression stays put;
 * ``outside``: LPIPS between face and edit with the regions of the edited AUs blacked out
   (:func:`region_mask`), so hair, background and the rest of the face do not move;
-* ``identity``: with ``identity_net='dlib'``, the distance between dlib's 128-d face descriptors of
-  face and edit (:mod:`stylerig_au.identity_net`: the network of the evaluations' identity distance,
-  run differentiably on the face's dlib chip); with ``'lpips'`` (the bundled mapper's), the cosine
-  distance between the deepest LPIPS-VGG features of the two face crops, a cheaper proxy;
+* ``identity``: with ``identity_net='sface'`` (the default), the cosine distance between SFace features
+  of face and edit; with ``'dlib'``, the distance between dlib's 128-d face descriptors (the network
+  the evaluations judge identity with: a run trained on it is judged by its own loss). Both run
+  differentiably on the face's crop (:mod:`stylerig_au.identity_net`). With ``'lpips'`` (the bundled
+  mapper's), the cosine distance between the deepest LPIPS-VGG features of the two face crops, a cheaper proxy;
 * ``size``: mean square of the part of Δw+ beyond the linear directions, in units of w's spread.
 
 Runs unchanged under ``torchrun``: with ``WORLD_SIZE`` > 1 each process draws its own faces,
@@ -34,13 +35,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from stylerig_au.au.vocab import AU
 from stylerig_au.edit.mapper import AUMapper
 from stylerig_au.errors import StylerigError
+from stylerig_au.identity_net import IDENTITY_NETS as FACE_NETS
+from stylerig_au.identity_net import identity_loss, load_identity_net
 
 TRAIN_SEED_START = 3_000_000
 SEED_STRIDE = 10_000_000  # each --seed draws its faces from its own block: TRAIN_SEED_START + seed * SEED_STRIDE
@@ -58,7 +60,7 @@ REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
 }
 FACE_CROP = (0.18, 0.24, 0.82, 0.94)
 LOSS_NAMES = ("target", "keep", "outside", "identity", "size")
-IDENTITY_NETS = ("lpips", "dlib")
+IDENTITY_NETS = ("lpips", *FACE_NETS)  # 'lpips': the proxy below, no face network
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class MapperTrainSettings:
     w_size: float = 0.05
     seed: int = 0
     save_every: int = 25
-    identity_net: str = "lpips"  # 'lpips' (proxy) or 'dlib' (dlib's face descriptor, stylerig_au.identity_net)
+    identity_net: str = "sface"  # a face network of stylerig_au.identity_net ('sface', 'dlib') or 'lpips' (proxy)
     init: str = ""  # what the mapper started from when not the linear directions (a resumed run must match)
 
     def check(self) -> None:
@@ -160,27 +162,6 @@ def identity_proxy(lpips, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(fa, fb, dim=1)
 
 
-def dlib_identity(net, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Distance [N] between dlib face descriptors of ``a`` and ``b`` (float [N, 3, S, S] in [-1, 1],
-    FFHQ-aligned), both sampled on the dlib chip of the face found in ``b`` (no gradient through the
-    landmarks); 0 for a face where dlib finds none."""
-    from stylerig_au.au.landmarks import landmarks_68
-    from stylerig_au.identity_net import chip_affine, extract_chips
-    from stylerig_au.imageio import batch_to_uint8
-
-    affines, found = [], []
-    for img in batch_to_uint8(b):
-        pts = landmarks_68(img)
-        found.append(pts is not None)
-        affines.append(chip_affine(pts) if pts is not None else np.eye(2, 3))
-    aff = torch.as_tensor(np.stack(affines), dtype=a.dtype, device=a.device)
-    da = net(extract_chips(a, aff))
-    with torch.no_grad():
-        db = net(extract_chips(b, aff))
-    dist = (da - db).pow(2).sum(dim=1).add(1e-12).sqrt()
-    return dist * torch.tensor(found, dtype=dist.dtype, device=dist.device)
-
-
 class MapperLoss:
     """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs)."""
 
@@ -192,11 +173,9 @@ class MapperLoss:
         self.cols = torch.tensor([student.aus.index(a) for a in aus])
         self.aus = aus
         self.face_net = None
-        if s.identity_net == "dlib":
-            from stylerig_au.identity_net import load_face_resnet
-
+        if s.identity_net != "lpips":
             # train_mapper has already put the student on the training device
-            self.face_net = load_face_resnet(device=next(student.parameters()).device)
+            self.face_net = load_identity_net(s.identity_net, device=next(student.parameters()).device)
 
     def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
         return to_side(G.synthesis(ws), self.s.image_size)
@@ -221,7 +200,7 @@ class MapperLoss:
         keep = 1 - region_mask(edited, edit.shape[-1], device=edit.device)
         losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean()
         if self.face_net is not None:
-            losses["identity"] = dlib_identity(self.face_net, edit, base).mean()
+            losses["identity"] = identity_loss(self.face_net, edit, base).mean()
         else:
             losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
         idx = module.slot_index
@@ -312,7 +291,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         ``{"history": [per-step mean losses], "first" / "last": means over the first / last ``span`` steps,
         "seconds": training time, "world": processes}``.
     """
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
 
     settings.check()
     log = log or (lambda m: None)
@@ -343,8 +322,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
 
     def save(step: int) -> None:
         if d.main:
-            with atomic_path(checkpoint) as tmp:
-                torch.save(_state(mapper, opt, step, settings, history), tmp)
+            atomic_torch_save(checkpoint, _state(mapper, opt, step, settings, history))
 
     bar = None
     if progress and d.main:

@@ -1,6 +1,7 @@
 """Outputs of the edit commands: animations (GIF with Pillow, MP4 with OpenCV) and labelled grids.
 
-Every writer goes through :func:`stylerig_au.fileio.atomic_path`: an error never leaves a half-written file.
+Every writer goes through :func:`stylerig_au.fileio.atomic_path` and reads its file back before the rename
+(OpenCV's writer ignores write errors): an error never leaves a half-written file or replaces a good one.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
     if any(f.shape != shape or f.dtype != np.uint8 for f in frames):
         raise StylerigError("animation frames must all be uint8 images of one size")
     if path.suffix.lower() == ".gif":
+        from stylerig_au.imageio import check_image_file
+
         images = [Image.fromarray(f) for f in frames]
-        with atomic_path(path) as tmp:
-            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        duration = round(1000 / fps)
+        with atomic_path(path, verify=lambda tmp: check_image_file(tmp, images[0].size, duration * len(images))) as tmp:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
         return path
     cv2 = _cv2()
     h, w = shape[:2]
     even_h, even_w = h + h % 2, w + w % 2  # MPEG-4 wants even sides
-    with atomic_path(path) as tmp:
+    with atomic_path(path, verify=lambda tmp: check_video_file(tmp, (even_w, even_h), len(frames))) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (even_w, even_h))
         if not writer.isOpened():
             raise StylerigError(f"{path}: OpenCV could not open an MP4 writer here; write a .gif instead")
@@ -88,6 +92,31 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
     return path
 
 
+def check_video_file(path: str | os.PathLike, size: tuple[int, int], frames: int) -> None:
+    """Raise ValueError unless OpenCV opens the video at ``path`` and reads back ``frames`` frames of
+    ``size`` (width, height). OpenCV's writer ignores write errors (a full disk), so this is the check."""
+    cv2 = _cv2()
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise ValueError("OpenCV cannot open it")
+        count = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if (frame.shape[1], frame.shape[0]) != tuple(size):
+                raise ValueError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, expected {size[0]}x{size[1]}")
+            count += 1
+    finally:
+        capture.release()
+    if count != frames:
+        raise ValueError(f"read back {count} of {frames} frames")
+
+
+MIN_FONT_PX = 14  # the smallest label text that stays legible at 100 % zoom
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -95,14 +124,33 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def font_px(cell: int) -> int:
+    """Label text size in pixels for grids of ``cell``-pixel faces (at least :data:`MIN_FONT_PX`)."""
+    return max(MIN_FONT_PX, cell // 12)
+
+
+def au_label(au: int, cell: int = 256) -> str:
+    """Row label of an AU: 'AU12' and, for cells of 128 px or more, its FACS name on two lines below."""
+    from stylerig_au.au.vocab import AU as AU_TABLE
+
+    return f"AU{au}" + ("\n" + AU_TABLE[au].name.replace(" ", "\n", 1) if cell >= 128 else "")
+
+
+def value_label(value: float) -> str:
+    """Column label of an AU change: '+2', '-0.5', and '0' for no change."""
+    return f"{value:+g}" if value else "0"
+
+
 def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str] | None = None,
-                  col_labels: Sequence[str] | None = None, cell: int = 256, pad: int = 4) -> np.ndarray:
+                  col_labels: Sequence[str] | None = None, cell: int = 256, pad: int = 4,
+                  header_lines: int | None = None) -> np.ndarray:
     """Tile rows of images into one uint8 [H, W, 3] grid on white, with optional row and column labels.
 
     Each image is fitted (aspect kept) into a ``cell`` x ``cell`` square. Without labels the grid is
     ``rows * (cell + pad) + pad`` high and ``cols * (cell + pad) + pad`` wide; row labels add a
-    :func:`label_width` column on the left, column labels a :func:`header_height` band on top.
-    Row labels may hold several lines (``'\\n'``).
+    :func:`label_width` column on the left, column labels a :func:`header_height` band on top, tall
+    enough for ``header_lines`` lines (default: the most lines any column label has). Labels may hold
+    several lines (``'\\n'``). Text is :func:`font_px` high.
     """
     from stylerig_au.imageio import make_grid
 
@@ -117,13 +165,15 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str
         raise StylerigError(f"{ncols} columns but {len(col_labels)} column labels")
     body = make_grid([img for r in rows for img in r], ncols=ncols, cell=cell, pad=pad)
     left = label_width(cell) if row_labels is not None else 0
-    top = header_height(cell) if col_labels is not None else 0
+    if header_lines is None:
+        header_lines = max((t.count("\n") + 1 for t in col_labels or []), default=1)
+    top = header_height(cell, header_lines) if col_labels is not None else 0
     if not left and not top:
         return body
     canvas = Image.new("RGB", (body.shape[1] + left, body.shape[0] + top), (255, 255, 255))
     canvas.paste(Image.fromarray(body), (left, top))
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(10, cell // 12))
+    font = _font(font_px(cell))
     for c, text in enumerate(col_labels or []):
         x = left + pad + c * (cell + pad) + cell // 2
         _text(draw, (x, top // 2 + pad // 2), text, font, "mm")
@@ -133,19 +183,41 @@ def labelled_grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str
     return np.asarray(canvas)
 
 
+def captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], ncols: int | None = None,
+                   cell: int = 256, pad: int = 4) -> np.ndarray:
+    """Tile images ``ncols`` to a row, each under its own caption: uint8 [H, W, 3] on white.
+
+    Rows are :func:`labelled_grid` rows whose column labels are the captions (all with the same
+    header height, so captions line up); a short last row is filled with blank tiles.
+    """
+    if len(captions) != len(images):
+        raise StylerigError(f"{len(images)} images but {len(captions)} captions")
+    if not images:
+        raise StylerigError("a grid needs at least one image")
+    ncols = ncols or len(images)
+    blank = np.full((cell, cell, 3), 255, np.uint8)
+    fill = -len(images) % ncols
+    images, captions = list(images) + [blank] * fill, list(captions) + [""] * fill
+    lines = max(t.count("\n") + 1 for t in captions)
+    bands = [labelled_grid([images[i:i + ncols]], col_labels=captions[i:i + ncols], cell=cell, pad=pad, header_lines=lines)
+             for i in range(0, len(images), ncols)]
+    return np.concatenate(bands, axis=0)
+
+
 def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, anchor: str) -> None:
     """Draw black text anchored at ``xy`` ('mm': its centre, 'rm': its right middle), with any font."""
     x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), text, font=font, align="right")
     w, h = x1 - x0, y1 - y0
     x = xy[0] - (w // 2 if anchor == "mm" else w) - x0
-    draw.multiline_text((x, xy[1] - h // 2 - y0), text, fill=(0, 0, 0), font=font, align="right")
+    draw.multiline_text((x, xy[1] - h // 2 - y0), text, fill=(0, 0, 0), font=font, align="right" if anchor == "rm" else "center")
 
 
 def label_width(cell: int) -> int:
     """Width in pixels of the row-label column of a :func:`labelled_grid` with this cell size."""
-    return max(48, cell * 3 // 4)
+    return max(6 * font_px(cell), cell * 3 // 4)
 
 
-def header_height(cell: int) -> int:
-    """Height in pixels of the column-label band of a :func:`labelled_grid` with this cell size."""
-    return max(16, cell // 6)
+def header_height(cell: int, lines: int = 1) -> int:
+    """Height in pixels of the column-label band of a :func:`labelled_grid` with this cell size and
+    ``lines`` lines of label text."""
+    return max(cell // 6, lines * round(font_px(cell) * 1.3) + 8)

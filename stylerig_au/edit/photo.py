@@ -12,7 +12,9 @@ at its own size::
 
 The latent of a photo is cached as ``<cache_dir>/<photo stem>.pt`` and reused when its
 ``source_sha256`` matches the photo's bytes and it was made by the same generator with the same
-inversion settings; otherwise the photo is inverted again (and the cache file replaced).
+inversion settings (any settings when the caller did not choose them: a 500-step latent from
+``invert`` is reused, not redone in 60). Any other file there (another photo's latent, other
+settings, not a latent) is never replaced without ``overwrite`` (:mod:`stylerig_au.outputs`).
 """
 
 from __future__ import annotations
@@ -32,10 +34,6 @@ from stylerig_au.errors import StylerigError
 
 LATENT_SUFFIXES = (".pt", ".pth")
 IMAGE_OUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-# What a quick CPU inversion uses (as the demo); longer runs use InvertConfig's own learning rate.
-QUICK_STEPS = 60
-QUICK_LR = 0.08
 
 
 @dataclass
@@ -73,17 +71,15 @@ def is_latent_file(path: str | os.PathLike) -> bool:
 
 
 def quick_config(steps: int | None = None, device: str = "cpu", lr: float | None = None):
-    """The inversion settings of the edit commands: ``steps`` (default: 60 on a CPU, 500 on CUDA) and ``lr``
-    (default: 0.08 for quick runs of at most 120 steps, else InvertConfig's 0.05). Checkpoints are off."""
-    from stylerig_au.invert import InvertConfig
+    """The inversion settings of the edit commands: ``steps`` (default: :func:`~stylerig_au.invert.default_steps`,
+    60 on a CPU, 500 on a GPU) and ``lr`` (default: :func:`~stylerig_au.invert.default_lr`). Checkpoints are off."""
+    from stylerig_au.invert import InvertConfig, default_lr, default_steps
 
     if steps is None:
-        steps = 500 if str(device).startswith("cuda") else QUICK_STEPS
+        steps = default_steps(device)
     if steps < 1:
         raise StylerigError(f"inversion needs at least 1 step, got {steps}")
-    if lr is None:
-        lr = QUICK_LR if steps <= 2 * QUICK_STEPS else InvertConfig.lr
-    return InvertConfig(steps=steps, lr=lr, checkpoint_every=0)
+    return InvertConfig(steps=steps, lr=default_lr(steps) if lr is None else lr, checkpoint_every=0)
 
 
 def check_latent(G, record: dict, name: str = "latent") -> None:
@@ -101,13 +97,25 @@ def check_latent(G, record: dict, name: str = "latent") -> None:
         raise StylerigError(f"{name}: latent has non-finite values")
 
 
-def _cache_ok(record: dict, G, digest: str, config, face: int | None = None) -> bool:
-    """True when a cached latent matches the photo bytes, the face, the generator and the inversion settings."""
-    saved = dict(record.get("config") or {})
-    saved.pop("checkpoint_every", None)
-    return (record.get("source_sha256") == digest and record.get("generator") == G.name
-            and record.get("face_index") == (face or 0) and record.get("transform") is not None
-            and saved == config.schedule_key())
+def latent_cache_path(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, face: int | None = None) -> Path:
+    """Where the latent of photo ``source`` (face ``face``) is cached: ``<cache_dir>/<stem>[_face<K>].pt``
+    (``cache_dir`` defaults to the photo's folder)."""
+    source = Path(source)
+    cache = Path(cache_dir) if cache_dir is not None else source.parent
+    return cache / (f"{source.stem}.pt" if face is None else f"{source.stem}_face{face}.pt")
+
+
+def _cache_mismatch(record: dict, G, digest: str, config, face: int | None = None, any_settings: bool = False) -> str | None:
+    """Why a cached latent cannot stand for this photo, face, generator and inversion ``config``
+    (None: it can). ``any_settings``: accept the latent whatever settings it was made with."""
+    from stylerig_au.invert import latent_mismatch
+
+    why = latent_mismatch(record, G.name, digest, face or 0, None if any_settings else config)
+    if why is None and record.get("transform") is None:
+        why = "holds a latent of the photo used as an aligned face (no paste-back)"
+    if why is not None and "other settings" in why:
+        why += "; leave out --steps/--lr to reuse it"
+    return why
 
 
 def load_subject(
@@ -122,13 +130,16 @@ def load_subject(
     face: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    any_settings: bool = False,
+    overwrite: bool = False,
 ) -> Subject:
     """A photo (aligned and inverted, or its cached latent reused) or a latent file, ready to edit.
 
     Args:
         G: the generator (protocol); latents must belong to it.
         source: a photo (any format :func:`~stylerig_au.imageio.load_image` reads) or a ``.pt`` latent file.
-        config: :class:`~stylerig_au.invert.InvertConfig` for photos (default :func:`quick_config`).
+        config: :class:`~stylerig_au.invert.InvertConfig` for photos (default :func:`quick_config`: the steps
+            chosen by ``device``, said through ``log`` before a photo is inverted).
         cache_dir: where the photo's latent ``<stem>.pt`` is kept (default: the photo's folder).
         device: where W+ lives and the generator runs.
         lpips_model: perceptual loss for the inversion (default LPIPS-VGG16, loaded only if needed).
@@ -136,16 +147,21 @@ def load_subject(
         face: for a photo with several faces, which one (0 = leftmost, as ``align --all-faces`` numbers
             them); its latent is cached as ``<stem>_face<K>.pt``. Default: the photo's one face.
         progress: show a tqdm bar while inverting; ``log``: where notes go (default: tqdm.write).
+        any_settings: reuse a cached latent of this photo whatever inversion settings made it (the
+            caller did not choose ``config``; it is used only when the photo must be inverted).
+        overwrite: replace a cache file that cannot be reused (another photo's latent, other
+            settings, not a latent at all); without it that is an error, before any inversion.
 
     Raises:
         StylerigError: missing/unreadable photo, no face, several faces without ``face``, no face
-            ``face``, a damaged latent file, or a latent of another generator or shape.
+            ``face``, a damaged latent file, a latent of another generator or shape, or a cache file
+            that cannot be reused and may not be replaced.
     """
     from tqdm import tqdm
 
     from stylerig_au.align import FaceTransform
     from stylerig_au.imageio import load_image
-    from stylerig_au.invert import load_latent, sha256_file
+    from stylerig_au.invert import load_latent, sha256_file, steps_note
 
     log = log or (lambda msg: tqdm.write(msg))
     source = Path(source)
@@ -158,24 +174,29 @@ def load_subject(
         return Subject(source, record, source, None, None, False)
 
     photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
+    steps_by_device = config is None
     config = config or quick_config(device=str(device))
-    cache = Path(cache_dir) if cache_dir is not None else source.parent
-    latent_path = cache / (f"{source.stem}.pt" if face is None else f"{source.stem}_face{face}.pt")
+    latent_path = latent_cache_path(source, cache_dir, face)
     digest = sha256_file(source)
     record = None
-    if latent_path.is_file():
+    if latent_path.exists() or latent_path.is_symlink():
         try:
-            cached = load_latent(latent_path)
+            cached, why = load_latent(latent_path), None
         except StylerigError:
-            raise StylerigError(f"{latent_path} exists and is not a stylerig-au latent file; it would be overwritten "
-                                "by the photo's latent: move it, or keep latents elsewhere (--latent-dir)") from None
-        if _cache_ok(cached, G, digest, config, face):
+            cached, why = None, "is not a stylerig-au latent file"
+        if cached is not None:
+            why = _cache_mismatch(cached, G, digest, config, face, any_settings)
+        if why is None:
             check_latent(G, cached, str(latent_path))
             record = cached
             log(f"reusing the inversion of {source.name} from {latent_path}")
-        # else: another photo, generator or settings: invert again and replace it
+        elif not overwrite:
+            raise StylerigError(f"{latent_path} already exists and {why}; pass --overwrite to replace it with this "
+                                "photo's latent, or keep latents elsewhere (--latent-dir)")
     inverted = record is None
     if inverted:
+        if steps_by_device:
+            log(steps_note(device))
         record = invert_photo(G, source, latent_path, config, device=device, lpips_model=lpips_model,
                               upsample=upsample, face=face, progress=progress, digest=digest)
     record = {**record, "ws": record["ws"].float().to(device)}

@@ -7,7 +7,8 @@ the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by t
 * target: (student AU of the edit − clamp(student AU of the face + asked change, 0, 5))² over the asked AUs;
 * keep: mean (student change of every other AU)², weight ``keep``;
 * outside: LPIPS between face and edit outside the face regions of the asked AUs, weight ``outside``;
-* identity: distance between dlib's face descriptors of face and edit, weight ``identity``;
+* identity: the distance between face and edit of the face network ``identity_net`` (SFace by default,
+  or dlib's descriptor: :mod:`stylerig_au.identity_net`), weight ``identity``;
 * size: mean ((Δw+ − the starting Δw+) / w's spread)², weight ``size``;
 * colour (off by default): mean squared difference of the 8×-average-pooled face and edit inside the
   asked AUs' regions, weight ``colour``: the outside term does not look there, and without it some
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stylerig_au.errors import StylerigError
+from stylerig_au.identity_net import IDENTITY_NETS
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class RefineSettings:
     size: float = 0.05
     colour: float = 0.0
     side: int = 256  # the student, LPIPS and the face network read the images at this side
+    identity_net: str = "sface"  # a key of stylerig_au.identity_net.IDENTITY_NETS (dlib judges the evaluations)
 
     def check(self) -> None:
         if self.steps < 0:
@@ -50,6 +53,8 @@ class RefineSettings:
             raise StylerigError(f"refine learning rate must be positive, got {self.lr}")
         if min(self.keep, self.outside, self.identity, self.size, self.colour) < 0:
             raise StylerigError("refine loss weights must be 0 or more")
+        if self.identity_net not in IDENTITY_NETS:
+            raise StylerigError(f"refine identity net must be one of {', '.join(IDENTITY_NETS)}, got {self.identity_net!r}")
         if self.side < 64:
             raise StylerigError(f"refine side must be at least 64 (the student needs it), got {self.side}")
 
@@ -70,8 +75,9 @@ class EditRefiner:
             mapping float [N, 3, S, S] in [-1, 1] to intensities [N, len(student.aus)]) with an ``aus`` list;
         w_std: float [w_dim], the spread of G's w (:func:`w_spread`, or a mapper's ``w_std``);
         settings: :class:`RefineSettings`;
-        lpips, face_net: the LPIPS model and dlib face network, loaded from the pretrained assets when
-            their weight is non-zero and they are not given;
+        lpips, face_net: the LPIPS model and the identity network (:class:`~stylerig_au.identity_net.IdentityNet`,
+            ``settings.identity_net``), loaded from the pretrained assets when their weight is non-zero
+            and they are not given;
         progress: show a progress bar over the steps of each refinement.
     """
 
@@ -88,9 +94,9 @@ class EditRefiner:
 
             lpips = load_lpips(device=device)
         if settings.identity > 0 and face_net is None:
-            from stylerig_au.identity_net import load_face_resnet
+            from stylerig_au.identity_net import load_identity_net
 
-            face_net = load_face_resnet(device=device)
+            face_net = load_identity_net(settings.identity_net, device=device)
         self.lpips, self.face_net, self.progress = lpips, face_net, progress
 
     @property
@@ -122,7 +128,8 @@ class EditRefiner:
         :meth:`refine` returns with ``steps=k``, so several step counts cost one run. Other arguments as
         in :meth:`refine`.
         """
-        from stylerig_au.edit.mapper_train import MAX_INTENSITY, dlib_identity, region_mask, to_side
+        from stylerig_au.edit.mapper_train import MAX_INTENSITY, region_mask, to_side
+        from stylerig_au.identity_net import identity_loss
         from stylerig_au.invert import render
 
         s = self.settings
@@ -189,7 +196,7 @@ class EditRefiner:
                 losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
                 total = total + s.colour * losses["colour"]
             if s.identity > 0:
-                losses["identity"] = dlib_identity(self.face_net, edit, base).mean()
+                losses["identity"] = identity_loss(self.face_net, edit, base).mean()
                 total = total + s.identity * losses["identity"]
             # only u's gradient: no weight gradients are computed or left on G, the student or the nets
             (u.grad,) = torch.autograd.grad(total, [u])

@@ -30,6 +30,7 @@ from stylerig_au.errors import StylerigError
 from stylerig_au.models.protocol import StyleSlot
 
 GROUPS = ("coarse", "middle", "fine")
+INTENSITY_MAX = 5.0  # AU intensities are on a 0-5 scale: targets lie in it, changes are at most its width
 
 LayerToken = int | str
 LayerSet = frozenset  # of LayerToken
@@ -240,10 +241,25 @@ def AU(au: int | str, delta: float | None = None, *, to: float | None = None) ->
     number = au_number(au)
     if to is not None:
         target = _number(to, f"AU{number}'s target")
-        if not 0.0 <= target <= 5.0:
-            raise StylerigError(f"AU{number}'s target {target:g} is outside the intensity range 0–5")
+        if not 0.0 <= target <= INTENSITY_MAX:
+            raise StylerigError(f"AU{number}'s target {target:g} is outside the intensity range 0–{INTENSITY_MAX:g}")
         return Edit({number: Term(target, absolute=True)})
     return Edit({number: Term(1.0 if delta is None else _number(delta, f"AU{number}'s change"))})
+
+
+def check_change(value: float, what: str) -> float:
+    """``value`` if it is a possible change on the 0–5 intensity scale (at most ±5), else StylerigError naming ``what``."""
+    if not -INTENSITY_MAX <= value <= INTENSITY_MAX:
+        raise StylerigError(f"{what} {value:+g} is outside ±{INTENSITY_MAX:g}: intensities run 0–{INTENSITY_MAX:g}, "
+                            "so no change is larger; use e.g. +2, or a target such as @3")
+    return value
+
+
+def check_scale(edit: Edit) -> Edit:
+    """``edit`` if every relative change (summed per AU) lies within ±5, the width of the 0–5 scale; else StylerigError."""
+    for au, value in edit.deltas.items():
+        check_change(value, f"the change of AU{au}")
+    return edit
 
 
 def _layer_tokens(layers: Sequence[LayerToken | Iterable[int]]) -> LayerSet:

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from stylerig_au.edit.spec import AU, Edit, presets
+from stylerig_au.edit.spec import AU, Edit, check_scale, presets
 from stylerig_au.errors import StylerigError
 
 _TARGET = re.compile(r"^(?P<au>[^=:@\s]+)\s*[=:]\s*@\s*(?P<value>[+-]?(?:\d+\.?\d*|\.\d+))$")
@@ -31,7 +31,8 @@ def parse_au_option(text: str) -> Edit:
     """One ``--au`` value (see the module docstring) -> Edit.
 
     Raises:
-        StylerigError: empty text, a malformed item (the message shows the syntax), an unknown AU or name.
+        StylerigError: empty text, a malformed item (the message shows the syntax), an unknown AU or name,
+            or changes of one AU adding up to more than ±5.
     """
     items = [t for t in re.split(r"[,\s]+", re.sub(r"\s*([=:@])\s*", r"\1", text.strip())) if t]
     if not items:
@@ -49,7 +50,7 @@ def parse_au_option(text: str) -> Edit:
                 edit = edit + Edit.parse(item)
             except StylerigError as err:
                 raise StylerigError(f"--au '{item}': {err}; changes are AU=+N (e.g. 12=+2), targets AU=@N (e.g. 4=@3)") from None
-    return edit
+    return check_scale(edit)
 
 
 def parse_preset_option(text: str) -> Edit:
@@ -70,7 +71,8 @@ def parse_edit_options(aus: Sequence[str] = (), preset_names: Sequence[str] = ()
     """All ``--au`` and ``--preset`` values, added up into one Edit.
 
     Raises:
-        StylerigError: nothing given, or any value that :func:`parse_au_option` / :func:`parse_preset_option` rejects.
+        StylerigError: nothing given, any value that :func:`parse_au_option` / :func:`parse_preset_option` rejects,
+            or an AU whose changes add up to more than ±5 (the width of the 0–5 scale, as targets are bounded by it).
     """
     if not aus and not preset_names:
         raise StylerigError("nothing to edit; give --au (e.g. --au 12=+2) and/or --preset (e.g. --preset smile)")
@@ -79,7 +81,7 @@ def parse_edit_options(aus: Sequence[str] = (), preset_names: Sequence[str] = ()
         edit = edit + parse_au_option(text)
     for text in preset_names:
         edit = edit + parse_preset_option(text)
-    return edit
+    return check_scale(edit)
 
 
 def parse_number_list(text: str, what: str) -> list[float]:

@@ -382,10 +382,9 @@ def save_rosinality(G: StyleGAN2, path: str | Path, *, with_latent_avg: bool = T
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    atomic_torch_save(path, obj)
 
 
 def load_pt(path: str | Path, *, device: str | torch.device = "cpu", impl: str = "auto") -> StyleGAN2:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stylerig_au.errors import AssetError
-from stylerig_au.fileio import atomic_path
+from stylerig_au.fileio import atomic_torch_save
 
 FORMAT = "stylerig_au-mobilestylegan-v1"
 MEMBER_PREFIX = "random_face/data/"
@@ -445,8 +445,7 @@ def convert(members: dict[str, Path], out: Path, w_avg_samples: int = W_AVG_SAMP
         "state_dict": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
         "meta": meta,
     }
-    with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(out, payload)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Fused ops behind one signature each: a CUDA kernel (JIT-built on first CUDA use) and a PyTorch reference.
 
 ``impl='auto'`` uses the CUDA kernel for CUDA tensors when it builds, and the reference otherwise
-(always for CPU tensors). ``impl='ref'`` forces the reference; ``impl='cuda'`` forces the kernel and
+(always for CPU tensors), except where the kernel cannot win: ``bias_act`` with a linear activation,
+gain 1 and no clamp (a plain bias add, whose backward is free on the reference) stays on the
+reference (:func:`~stylerig_au.ops.activation.kernel_can_win`). ``impl='ref'`` forces the reference; ``impl='cuda'`` forces the kernel and
 raises :class:`~stylerig_au.errors.StylerigError` when it cannot be used. Importing this package
 never compiles anything.
 """

@@ -1,7 +1,9 @@
 """Autograd wrappers of the bias_act CUDA kernel (loaded by :mod:`stylerig_au.ops.jit`).
 
-Forward saves the output ``y`` for piecewise-linear activations with a positive gain (its sign gives
-the slope, so the input can be freed) and the input ``x`` otherwise. The gradient op is itself
+Forward saves the output ``y`` for piecewise-linear activations with a positive gain and no clamp
+(its sign gives the slope, so the input can be freed) and the input ``x`` otherwise. With a clamp the
+input is needed: in float16/bfloat16 a saved output equal to the (rounded) bound cannot tell a clamped
+element (no gradient) from one rounded onto the bound (gradient, as ``torch.clamp`` gives it). The gradient op is itself
 differentiable once more: w.r.t. ``dy`` it is the same linear map, and w.r.t. ``x`` (and so ``b``) it
 uses the kernel's second-derivative mode. Third derivatives are not supported.
 """
@@ -34,7 +36,7 @@ class _Params:
     def __init__(self, dim: int, spec: Activation, alpha: float, gain: float, clamp: float, has_bias: bool) -> None:
         self.dim, self.act, self.alpha, self.gain, self.clamp = dim, spec.cuda_id, alpha, gain, clamp
         self.has_bias = has_bias
-        self.ref_is_y = spec.piecewise_linear and gain > 0
+        self.ref_is_y = spec.piecewise_linear and gain > 0 and clamp < 0
 
     def run(self, x, b, ref, dy, grad: int) -> torch.Tensor:
         e = _empty(x)

@@ -1,7 +1,8 @@
 """Autograd wrapper of the upfirdn2d CUDA kernel (loaded by :mod:`stylerig_au.ops.jit`).
 
-The kernel takes the user's float32 filter as is (1-D separable or 2-D) with a ``flip`` flag and a
-``gain``, so a call costs one launch and no filter preparation. Its adjoint is the same kernel with
+The kernel takes the user's filter as is (1-D separable or 2-D; float32, or float64 for float64
+images so that those are filtered in double) with a ``flip`` flag and a ``gain`` (a double), so a call
+costs one launch and no filter preparation. Its adjoint is the same kernel with
 the flip flag toggled, up and down swapped and the leading padding ``f - 1 - pad0``: the backward
 pass is this same function again, so every derivative order stays on the GPU.
 """
@@ -12,16 +13,23 @@ import torch
 
 from stylerig_au.ops import jit
 
-_IDENTITY: dict[torch.device, torch.Tensor] = {}
+_IDENTITY: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
-def _kernel_filter(f: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """float32 contiguous filter on ``device`` (a no-op for setup_filter's output already there)."""
+def filter_dtype(x_dtype: torch.dtype) -> torch.dtype:
+    """The kernel's filter (and accumulation) type for images of ``x_dtype``: float64 for float64, else float32."""
+    return torch.float64 if x_dtype == torch.float64 else torch.float32
+
+
+def _kernel_filter(f: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """Contiguous filter of :func:`filter_dtype` on ``x``'s device (a no-op for setup_filter's output there)."""
+    dtype = filter_dtype(x.dtype)
     if f is None:
-        if device not in _IDENTITY:
-            _IDENTITY[device] = torch.ones(1, 1, dtype=torch.float32, device=device)
-        return _IDENTITY[device]
-    return f.detach().to(device=device, dtype=torch.float32).contiguous()
+        key = (x.device, dtype)
+        if key not in _IDENTITY:
+            _IDENTITY[key] = torch.ones(1, 1, dtype=dtype, device=x.device)
+        return _IDENTITY[key]
+    return f.detach().to(device=x.device, dtype=dtype).contiguous()
 
 
 class _Upfirdn2d(torch.autograd.Function):
@@ -55,7 +63,7 @@ def upfirdn2d_cuda(
     gain: float,
 ) -> torch.Tensor:
     """CUDA twin of ``upfirdn._upfirdn2d_ref`` (same arguments, already parsed). No gradient to ``f``."""
-    g = _kernel_filter(f, x.device)
+    g = _kernel_filter(f, x)
     fw = g.shape[-1]
     fh = fw if g.ndim == 1 else g.shape[0]
     px0, px1, py0, py1 = padding
