@@ -156,3 +156,18 @@ def test_labels_with_nan_for_a_found_face_are_refused():
     labels[10, 3] = np.nan
     with pytest.raises(StylerigError, match="NaN"):
         regress(samples, labels=labels)
+
+
+def test_kept_columns_owned_by_an_au_are_free_for_that_aus_own_edit():
+    """KeptQuantities.owners: AU k's direction may move the kept column AU k owns, and keeps the others."""
+    w_dim = 32
+    samples = _samples(w_dim)
+    g = torch.Generator().manual_seed(7)
+    keep_rows = torch.randn(K, w_dim, generator=g) / w_dim**0.5
+    r = regress(samples, keeps=(samples.w @ keep_rows.T).numpy())
+    r.keep_owners = tuple(AUS)
+    dirs, scales = conditional_directions(r, keep_aus=False)
+    effect = r.keep_rows @ (dirs * scales[:, None]).T  # [kept column j, edited AU k]
+    off_diagonal = effect - np.diag(np.diag(effect))
+    assert np.abs(off_diagonal).max() < 1e-6
+    assert np.abs(np.diag(effect)).min() > 1e-3  # each AU's own column moves with it

@@ -52,7 +52,7 @@ class Readouts:
         alphas: [K + 3 + M] the chosen ridge strengths; ``label_std``: [K] std of each AU's labels.
         w_mean: [w_dim] mean of the training w.
         keep_rows: [M, w_dim] read-outs of further quantities that the directions keep fixed
-            (M may be 0); ``keep_cv_r2``: [M].
+            (M may be 0); ``keep_cv_r2``: [M]; ``keep_owners``: as :attr:`KeptQuantities.owners`.
     """
 
     aus: list[int]
@@ -66,6 +66,7 @@ class Readouts:
     w_mean: np.ndarray
     keep_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     keep_cv_r2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    keep_owners: tuple[int | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,17 @@ class LabelTarget:
 
 @dataclass(frozen=True)
 class KeptQuantities:
-    """Per-sample quantities that the directions keep fixed: ``values(samples)`` -> [N, M]."""
+    """Per-sample quantities that the directions keep fixed: ``values(samples)`` -> [N, M].
+
+    ``owners``: for each of the M columns, the AU whose own edit leaves that column free (e.g. the
+    texture term of AU17 may change when AU17 is edited, not when AU12 is), or None for a column kept
+    by every direction; None for all columns when not given.
+    """
 
     name: str
     description: str
     values: Callable[[Samples], np.ndarray]
+    owners: tuple[int | None, ...] | None = None
 
 
 def geometry_labels(samples: Samples, detector=None) -> np.ndarray:
@@ -127,19 +134,63 @@ def texture_terms(samples: Samples, resolution: int, detector=None, batch: int =
     return out
 
 
-def texture_kept(resolution: int, aus: tuple[int, ...] | None = None, detector=None) -> KeptQuantities:
-    """Keep the texture term of OpenFace's reading of ``aus`` (all AUs when None) fixed: what a beard,
-    glasses or skin change would move, while the shape term is what the directions change."""
+def texture_kept(resolution: int, aus: tuple[int, ...], detector=None, own_free: bool = False) -> KeptQuantities:
+    """Keep the texture term of OpenFace's reading of ``aus`` fixed: what a beard, glasses or a skin
+    change moves. ``own_free``: an AU's own texture term may change when that AU is edited (only the
+    other AUs' are kept), so the edit can still show the wrinkles and folds of its own action."""
     def values(samples: Samples) -> np.ndarray:
-        terms = texture_terms(samples, resolution, detector)
-        if aus is None:
-            return terms
         order = [int(a) for a in samples.meta["aus"]]
-        return terms[:, [order.index(a) for a in aus]]
+        return texture_terms(samples, resolution, detector)[:, [order.index(a) for a in aus]]
 
-    named = "all AUs" if aus is None else "AU" + "/".join(map(str, aus))
-    return KeptQuantities(f"texture-{'all' if aus is None else '-'.join(map(str, aus))}",
-                          f"the texture (FHOG) term of OpenFace's reading of {named}", values)
+    suffix = "-others" if own_free else ""
+    return KeptQuantities(f"texture-{'-'.join(map(str, aus))}{suffix}",
+                          f"the texture (FHOG) term of OpenFace's reading of AU{'/'.join(map(str, aus))}"
+                          + (", each AU's own left free for its edit" if own_free else ""), values,
+                          owners=tuple(aus) if own_free else None)
+
+
+def identity_embeddings(samples: Samples, resolution: int, net: str = "sface", batch: int = 32) -> np.ndarray:
+    """Face-recognition features of every sample, float64 [N, D] (NaN rows where no face was found).
+
+    Read from the stored images (``samples.images``, needed) on the crop the network's alignment takes
+    from the stored landmarks (pixels of the generator's ``resolution``). ``net``: a key of
+    :data:`stylerig_au.identity_net.IDENTITY_NETS`; use one that is not the evaluation's judge.
+    """
+    from stylerig_au.identity_net import load_identity_net
+
+    if samples.images is None:
+        raise StylerigError("the identity features need the samples' images (load_samples(..., with_images=True))")
+    ident = load_identity_net(net)
+    scale = samples.images.shape[-1] / resolution
+    found = np.flatnonzero(samples.face_found.numpy())
+    out = None
+    with torch.no_grad():
+        for start in range(0, len(found), batch):
+            idx = found[start:start + batch]
+            marks = (samples.landmarks[idx].double().numpy() + 0.5) * scale - 0.5
+            affines = torch.as_tensor(np.stack([ident.crop_affine(m) for m in marks]), dtype=torch.float32)
+            feats = ident.embed(samples.images[idx].float() / 127.5 - 1, affines).double().numpy()
+            if out is None:
+                out = np.full((len(samples.w), feats.shape[1]), np.nan)
+            out[idx] = feats
+    return out if out is not None else np.full((len(samples.w), 0), np.nan)
+
+
+def identity_kept(resolution: int, components: int = 16, net: str = "sface") -> KeptQuantities:
+    """Keep the ``components`` leading principal components of the samples' (unit-length) face-recognition
+    features fixed: the directions then move the AU without moving what ``net`` sees as the person."""
+    def values(samples: Samples) -> np.ndarray:
+        feats = identity_embeddings(samples, resolution, net)
+        found = np.isfinite(feats).all(1)
+        unit = feats[found] / np.linalg.norm(feats[found], axis=1, keepdims=True)
+        centred = unit - unit.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        out = np.full((len(feats), components), np.nan)
+        out[found] = centred @ vt[:components].T
+        return out
+
+    return KeptQuantities(f"identity-{net}-{components}", f"the {components} leading principal components of {net}'s face features",
+                          values)
 
 
 OPENFACE_TARGET = LabelTarget("openface", "the OpenFace intensities", lambda samples: None)
@@ -199,15 +250,16 @@ def conditional_directions(readouts: Readouts, keep_pose: bool = True, keep_aus:
     """Unit directions [K, w_dim] and scales [K] (W units per AU unit) from the read-outs.
 
     Column k of the pseudo-inverse of the stacked rows (this AU, the other AUs if ``keep_aus``, the
-    pose angles if ``keep_pose``, and every row of ``readouts.keep_rows``) moves AU k's read-out by
+    pose angles if ``keep_pose``, and the rows of ``readouts.keep_rows`` not owned by AU k) moves AU k's read-out by
     one unit and the others by zero, with the smallest possible step in W.
     """
     k = len(readouts.aus)
+    owners = readouts.keep_owners or (None,) * len(readouts.keep_rows)
     dirs, scales = np.zeros_like(readouts.au_rows), np.zeros(k)
     for i in range(k):
         others = [readouts.au_rows[j] for j in range(k) if keep_aus and j != i]
         others += list(readouts.pose_rows) if keep_pose else []
-        others += list(readouts.keep_rows)
+        others += [row for row, owner in zip(readouts.keep_rows, owners) if owner != readouts.aus[i]]
         stack = np.stack([readouts.au_rows[i], *others])
         col = np.linalg.pinv(stack)[:, 0]
         norm = np.linalg.norm(col)
@@ -310,6 +362,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         raise StylerigError(f"the samples were made with {samples.meta.get('generator')!r}, not {G.name!r}")
     target = target or OPENFACE_TARGET
     readouts = regress(samples, labels=target.labels(samples), keeps=keep.values(samples) if keep else None)
+    readouts.keep_owners = keep.owners if keep else None
     dirs, scales = conditional_directions(readouts, keep_pose=keep_pose, keep_aus=keep_aus)
     valid_w = samples.valid().w.double().numpy()
     groups = slot_groups(G)
