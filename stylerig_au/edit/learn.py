@@ -112,6 +112,13 @@ def geometry_labels(samples: Samples, detector=None) -> np.ndarray:
     return out
 
 
+def stored_landmarks(samples: Samples, idx: np.ndarray, resolution: int) -> torch.Tensor:
+    """Landmarks float64 [len(idx), 68, 2] of samples ``idx`` in pixel indices of the stored images
+    (the dataset keeps them in pixels of the generator's ``resolution``)."""
+    scale = samples.images.shape[-1] / resolution
+    return (samples.landmarks[idx].double() + 0.5) * scale - 0.5
+
+
 def texture_terms(samples: Samples, resolution: int, detector=None, batch: int = 64) -> np.ndarray:
     """The texture (FHOG) term of OpenFace's reading of every sample, float64 [N, K] (NaN where no face).
 
@@ -123,14 +130,12 @@ def texture_terms(samples: Samples, resolution: int, detector=None, batch: int =
     if samples.images is None:
         raise StylerigError("the texture terms need the samples' images (load_samples(..., with_images=True))")
     detector = detector if detector is not None else make_detector("openface")
-    scale = samples.images.shape[-1] / resolution
     out = np.full((len(samples.w), len(detector.aus)), np.nan)
     found = np.flatnonzero(samples.face_found.numpy())
     with torch.no_grad():
         for start in range(0, len(found), batch):
             idx = found[start:start + batch]
-            marks = (samples.landmarks[idx].double() + 0.5) * scale - 0.5  # dlib pixel indices at the stored size
-            out[idx] = detector.texture_part(samples.images[idx], marks).numpy()
+            out[idx] = detector.texture_part(samples.images[idx], stored_landmarks(samples, idx, resolution)).numpy()
     return out
 
 
@@ -161,13 +166,12 @@ def identity_embeddings(samples: Samples, resolution: int, net: str = "sface", b
     if samples.images is None:
         raise StylerigError("the identity features need the samples' images (load_samples(..., with_images=True))")
     ident = load_identity_net(net)
-    scale = samples.images.shape[-1] / resolution
     found = np.flatnonzero(samples.face_found.numpy())
     out = None
     with torch.no_grad():
         for start in range(0, len(found), batch):
             idx = found[start:start + batch]
-            marks = (samples.landmarks[idx].double().numpy() + 0.5) * scale - 0.5
+            marks = stored_landmarks(samples, idx, resolution).numpy()
             affines = torch.as_tensor(np.stack([ident.crop_affine(m) for m in marks]), dtype=torch.float32)
             feats = ident.embed(samples.images[idx].float() / 127.5 - 1, affines).double().numpy()
             if out is None:
