@@ -171,3 +171,36 @@ def test_kept_columns_owned_by_an_au_are_free_for_that_aus_own_edit():
     off_diagonal = effect - np.diag(np.diag(effect))
     assert np.abs(off_diagonal).max() < 1e-6
     assert np.abs(np.diag(effect)).min() > 1e-3  # each AU's own column moves with it
+
+
+def test_identity_kept_gives_leading_principal_components_of_the_face_features(monkeypatch):
+    """identity_kept: features of each stored image on its crop, unit length, centred, projected on the top PCs."""
+    import stylerig_au.identity_net as identity_net
+    from stylerig_au.edit.learn import identity_kept
+
+    seen = {}
+
+    class FakeNet:
+        def crop_affine(self, landmarks):
+            seen.setdefault("landmarks", []).append(landmarks)
+            return np.eye(2, 3)
+
+        def embed(self, images, affines):
+            assert images.min() >= -1 and images.max() <= 1 and affines.shape == (len(images), 2, 3)
+            return images.flatten(1)[:, :6].double() + 0.1 * torch.arange(6)
+
+    monkeypatch.setattr(identity_net, "load_identity_net", lambda name, device="cpu": FakeNet())
+    g = torch.Generator().manual_seed(3)
+    n = 40
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    found = torch.ones(n, dtype=torch.bool)
+    found[2] = False
+    marks = torch.full((n, 68, 2), 15.5)  # pixel index 15.5 of a 32² render is 3.5 on the stored 8² images
+    samples = Samples({"aus": AUS}, torch.arange(n), torch.zeros(n, 4), torch.zeros(n, K), torch.zeros(n, 3),
+                      marks, found, images)
+    values = identity_kept(resolution=32, components=3).values(samples)
+    assert values.shape == (n, 3) and np.isnan(values[2]).all() and np.isfinite(np.delete(values, 2, 0)).all()
+    kept = np.delete(values, 2, 0)
+    assert np.allclose(kept.mean(0), 0, atol=1e-9)
+    assert (np.diff(kept.var(0)) <= 1e-12).all()  # leading components first
+    assert np.allclose(seen["landmarks"][0], 3.5)
