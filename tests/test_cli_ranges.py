@@ -25,7 +25,7 @@ BAD_OPTIONS = [
     ("train-mapper", ["--lr", "nan"]), ("train-mapper", ["--psi", "nan"]), ("train-mapper", ["--hidden", "10000000"]),
     ("calibrate-mapper", ["--step", "nan"]), ("calibrate-mapper", ["--step", "50"]), ("calibrate-mapper", ["--max-gain", "inf"]),
     ("calibrate-mapper", ["--psi", "nan"]), ("learn-directions", ["--psi", "nan"]), ("learn-directions", ["--build-workers", "100000"]),
-    ("edited-samples", ["--workers", "100000"]), ("learn-directions", ["--target", "beard"]), ("learn-directions", ["--keep", "age"]),
+    ("edited-samples", ["--workers", "100000"]), ("learn-directions", ["--target", "beard"]), ("learn-directions", ["--keep", "age"]), ("learn-directions", ["--max-step-sigmas", "nan"]),
 ]
 
 POSITIONAL = {"invert": ["x.png", "--out", "o"], "edit": ["x.pt", "--au", "12=+1", "--out", "o.png"],

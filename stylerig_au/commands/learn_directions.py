@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from stylerig_au.commands._numbers import PSI, WORKERS
+from stylerig_au.commands._numbers import PSI, WORKERS, FiniteFloat
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -46,12 +46,16 @@ def default_data_dir(generator: str) -> Path:
               help="Also keep fixed: identity (the 16 leading principal components of SFace's face features; dlib stays the "
                    "judge), texture (the texture term of OpenFace's reading of every AU), or texture-others (of the other "
                    "AUs only). Each needs the samples' stored images.")
+@click.option("--max-step-sigmas", default=6.0, show_default=True, type=FiniteFloat(1.0, 20.0),
+              help="A +2 edit moves w at most this many sample standard deviations along its direction (directions "
+                   "that keep more fixed are longer and may need more room; larger values risk broken faces).")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, build_workers: int, psi: float, probes: int,
-                     condition_aus: bool, target_name: str, keep_name: str, out_file: Path, device: str, accept_license: bool) -> None:
+                     condition_aus: bool, target_name: str, keep_name: str, max_step_sigmas: float, out_file: Path, device: str,
+                     accept_license: bool) -> None:
     """Learn one linear W direction per AU from generator samples labelled by the OpenFace estimator."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.edit.card import write_card, write_preview
@@ -76,10 +80,10 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
             "texture-others": texture_kept(G.resolution, aus, detector, own_free=True)}[keep_name]
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
     directions, results = learn(G, samples, openface_measure(G, detector), probe_ws=probe_ws, keep_aus=condition_aus,
-                                target=TARGETS[target_name], keep=keep, cache=data_dir / "learn_cache.json", log=click.echo)
+                                target=TARGETS[target_name], keep=keep, max_step_sigmas=max_step_sigmas, cache=data_dir / "learn_cache.json", log=click.echo)
     directions.meta["command"] = (f"stylerig-au learn-directions --generator {generator_spec} --samples {num_samples} "
                                   f"--psi {psi} --probes {probes}{'' if condition_aus else ' --no-condition-aus'} --target {target_name} "
-                                  f"--keep {keep_name} --out {out_file.name}")
+                                  f"--keep {keep_name} --max-step-sigmas {max_step_sigmas:g} --out {out_file.name}")
     directions.save(out_file)
     preview = write_preview(G, directions, out_file.with_name(out_file.stem + "_preview.png"), probe_ws[:1])
     card = write_card(directions, results, out_file.with_suffix(".md"), preview)

@@ -343,7 +343,7 @@ def student_measure(G, student, batch_size: int = 1, size: int = 256) -> Callabl
 
 def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.ndarray], *, probe_ws: torch.Tensor, keep_pose: bool = True,
                      keep_aus: bool = True, target: LabelTarget | None = None, keep: KeptQuantities | None = None,
-                     cache: str | os.PathLike | None = None, progress: bool = True,
+                     max_step_sigmas: float = MAX_STEP_SIGMAS, cache: str | os.PathLike | None = None, progress: bool = True,
                      log: Callable[[str], None] | None = None) -> tuple[LinearDirections, list[AUResult]]:
     """Learn masked, calibrated, conditional linear directions for every AU of the samples.
 
@@ -356,6 +356,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         target: what the read-outs predict (default: the OpenFace intensities, :data:`OPENFACE_TARGET`).
         keep: further per-sample quantities whose read-outs every direction keeps fixed (e.g. an
             identity embedding's principal components), or None.
+        max_step_sigmas: a +2 edit never moves w further than this many sample standard deviations along
+            its direction (directions that keep more fixed are longer and may need more room).
         cache: a JSON file of per-AU measurements; a rerun skips the AUs already in it (resume).
     Returns:
         (directions, per-AU results).
@@ -375,6 +377,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     if cache_path is not None and cache_path.is_file():
         done = json.loads(cache_path.read_text())
     key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|target={target.name}|keep={keep.name if keep else None}"
+           f"{'' if max_step_sigmas == MAX_STEP_SIGMAS else f'|cap={max_step_sigmas:g}'}"
            f"|n={len(samples.valid())}|probes={len(probe_ws)}"
            f"|groups={','.join(name for name, _ in groups)}")
     done = done.get(key, {}) if isinstance(done.get(key), dict) else {}
@@ -388,8 +391,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         d = torch.from_numpy(dirs[i]).float()
         sigma = float((valid_w @ dirs[i]).std())
         step = STEP * scales[i]
-        capped = step > MAX_STEP_SIGMAS * sigma
-        step = min(step, MAX_STEP_SIGMAS * sigma)
+        capped = step > max_step_sigmas * sigma
+        step = min(step, max_step_sigmas * sigma)
         res = AUResult(au=au, cv_r2=float(readouts.cv_r2[i]), linear_scale=float(scales[i]), step_capped=bool(capped))
         col = readouts.aus.index(au)
         for name, mask in groups:
@@ -416,7 +419,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         wanted = per_unit
         per_unit = float(np.clip(per_unit, scales[i] * CALIBRATION_CLAMP[0], scales[i] * CALIBRATION_CLAMP[1]))
         # keep +STEP inside the sampled range: a weak AU then moves less than asked instead of breaking the face
-        res.scale = min(per_unit, MAX_STEP_SIGMAS * sigma / STEP)
+        res.scale = min(per_unit, max_step_sigmas * sigma / STEP)
         res.step_capped = bool(capped or wanted > res.scale * 1.001)
         results.append(res)
         done[str(au)] = res.__dict__
@@ -436,7 +439,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         masks[res.au] = m
     meta = {
         "samples": len(samples.valid()), "probes": int(len(probe_ws)), "keep_pose": keep_pose, "keep_aus": keep_aus,
-        "target": target.name, "kept": keep.name if keep else None,
+        "target": target.name, "kept": keep.name if keep else None, "max_step_sigmas": max_step_sigmas,
         "kept_cv_r2": [float(r) for r in readouts.keep_cv_r2],
         "cv_r2": {int(a): float(r) for a, r in zip(readouts.aus, readouts.cv_r2)},
         "pose_cv_r2": dict(zip(POSE_NAMES, map(float, readouts.pose_cv_r2))),
