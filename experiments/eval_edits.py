@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="an expressible_aus.py result: summarise over the AUs the generator can express at +amount "
                          "(default: the directions' linearly expressed AUs)")
     ap.add_argument("--no-attributes", action="store_true", help="skip the age/gender judge")
+    ap.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RESULT",
+                    help="instead of editing: print the summary of stored results (over --expressible's AUs)")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
     expressible = None
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.expressible}: not an expressible_aus.py result ({type(err).__name__}); run "
                   "experiments/expressible_aus.py first", file=sys.stderr)
             return 2
+    if args.rescore:
+        return rescore(args.rescore, expressible)
 
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.geometry import au_motion
@@ -233,23 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"AU{au:<3d} {'yes' if p['expressed'] else 'no':>5} {p['achieved_mean']:+9.2f} {p['achieved_sd']:6.2f} "
               f"{p['drift_mean']:6.2f} {p['identity_mean']:6.2f} {p['identity_sface_mean']:6.2f} "
               f"{p['geometry_motion_mean']:+6.3f} {p['geometry_moved_share']:5.2f}  {moved}")
-    expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
-    ex = [per_au[a] for a in expressed_aus]
-    summary = {
-        "expressed_aus": expressed_aus,
-        "expressed_mean_abs_error": float(np.mean([abs(p["achieved_mean"] - args.amount) for p in ex])) if ex else None,
-        "expressed_within_0.5": sum(abs(p["achieved_mean"] - args.amount) <= 0.5 for p in ex),
-        "expressed_mean_drift": float(np.mean([p["drift_mean"] for p in ex])) if ex else None,
-        "expressed_mean_identity": float(np.mean([p["identity_mean"] for p in ex])) if ex else None,
-        "expressed_mean_identity_sface": float(np.mean([p["identity_sface_mean"] for p in ex])) if ex else None,
-        # the geometric judge (stylerig_au.au.geometry): AUs whose feature moved the right way by > MOVED_IOD on most faces
-        "expressed_geometry_moved": sum(p["geometry_moved_share"] > 0.5 for p in ex),
-        **face_standard_errors(rows, set(expressed_aus)),
-        "seconds_per_edit_median": float(np.median(seconds)),
-    }
+    summary = summarise(rows, per_au, args.amount, seconds)
     if judge is not None:
-        summary["attributes"] = {"expressed": attribute_changes([r for r in rows if r["au"] in expressed_aus]),
-                                 "judge_noise": judge_noise(judge, base_faces)}
+        summary.setdefault("attributes", {})["judge_noise"] = judge_noise(judge, base_faces)
     print(json.dumps(summary, indent=1))
     grid = out.with_suffix(".png")
     save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
@@ -262,6 +253,60 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"-> {out}, {grid}")
+    return 0
+
+
+def summarise(rows: list[dict], per_au: dict[int, dict], amount: float, seconds: list[float] | None = None) -> dict:
+    """The run's summary over the AUs whose ``per_au`` entry says ``expressed``: reach (mean |achieved −
+    amount|, AUs within ±0.5), drift, both identity distances, the geometric judge (AUs whose landmark
+    feature moved the AU's way on most faces) and, when the rows carry them, the age/gender judge's
+    changes pooled over those AUs' edits."""
+    expressed_aus = sorted(a for a, p in per_au.items() if p["expressed"])
+    ex = [per_au[a] for a in expressed_aus]
+
+    def mean_of(key: str) -> float | None:
+        values = [p[key] for p in ex if key in p]
+        return float(np.mean(values)) if values else None
+
+    summary = {
+        "expressed_aus": expressed_aus,
+        "expressed_mean_abs_error": float(np.mean([abs(p["achieved_mean"] - amount) for p in ex])) if ex else None,
+        "expressed_within_0.5": sum(abs(p["achieved_mean"] - amount) <= 0.5 for p in ex),
+        "expressed_mean_drift": mean_of("drift_mean"),
+        "expressed_mean_identity": mean_of("identity_mean"),
+        "expressed_mean_identity_sface": mean_of("identity_sface_mean"),
+        "expressed_geometry_moved": sum(p.get("geometry_moved_share", 0) > 0.5 for p in ex),
+        **face_standard_errors(rows, set(expressed_aus)),
+    }
+    if seconds:
+        summary["seconds_per_edit_median"] = float(np.median(seconds))
+    attributes = attribute_changes([r for r in rows if r["au"] in expressed_aus])
+    if attributes:
+        summary["attributes"] = {"expressed": attributes}
+    return summary
+
+
+def rescore(files: list[Path], expressible: set[int] | None) -> int:
+    """Print the summary of stored eval_edits.py results over the ``expressible`` AUs (all of each
+    file's expressed AUs when None), one line per file; ``--rescore``."""
+    print(f"{'file':40s} {'error':>6} {'within':>7} {'drift':>6} {'ID':>5} {'SFace':>6} {'geo':>5} {'age>5':>6} {'flip':>5} {'Δage':>6}")
+    for file in files:
+        try:
+            result = json.loads(Path(file).read_text())
+            per_au = {int(a): dict(p) for a, p in result["per_au"].items()}
+            rows, amount = result["rows"], float(result["amount"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"error: {file}: not an eval_edits.py result ({type(err).__name__})", file=sys.stderr)
+            return 2
+        for au, p in per_au.items():
+            p["expressed"] = au in expressible if expressible is not None else p["expressed"]
+        s = summarise(rows, per_au, amount)
+        a = s.get("attributes", {}).get("expressed", {})
+        fmt = lambda key, spec: format(a[key], spec) if key in a else "–"  # noqa: E731 - rows written before the judge
+        print(f"{Path(file).name:40s} {s['expressed_mean_abs_error']:6.2f} {s['expressed_within_0.5']:3d} of {len(s['expressed_aus']):<2d} "
+              f"{s['expressed_mean_drift']:6.2f} {s['expressed_mean_identity']:5.2f} {(s['expressed_mean_identity_sface'] or math.nan):6.2f} "
+              f"{s['expressed_geometry_moved']:5d} {fmt('share_age_over_5', '6.2f')} {fmt('share_gender_flip', '5.2f')} "
+              f"{fmt('age_change_mean', '+6.1f')}")
     return 0
 
 

@@ -238,3 +238,21 @@ def test_geometry_summary_counts_faces_whose_feature_moved_the_au_way(eval_edits
     assert out["geometry_moved_share"] == pytest.approx(1 / 3)
     assert out["geometry_motion_mean"] == pytest.approx(2.5 * MOVED_IOD / 3)
     assert math.isnan(eval_edits.geometry_summary([{}])["geometry_moved_share"])
+
+
+def test_rescore_summarises_stored_results_over_the_given_aus(eval_edits, tmp_path, capsys):
+    rows = [{"seed": s, "au": au, "achieved": a, "drift": 0.2, "identity_distance": 0.3, "identity_sface": 0.1,
+             "geometry_motion": 0.05, "age_base": 30.0, "age_change": age, "male_prob_base": 0.9, "male_prob_change": male}
+            for s in (1, 2) for au, a, age, male in ((12, 2.0, 1.0, 0.0), (26, 1.0, 9.0, -0.6))]
+    per_au = {str(au): {"expressed": True, "achieved_mean": a, "drift_mean": 0.2, "identity_mean": 0.3,
+                        "identity_sface_mean": 0.1, "geometry_moved_share": 1.0} for au, a in ((12, 2.0), (26, 1.0))}
+    file = tmp_path / "r.json"
+    file.write_text(json.dumps({"amount": 2.0, "rows": rows, "per_au": per_au}))
+    assert eval_edits.rescore([file], {12}) == 0
+    line = capsys.readouterr().out.splitlines()[1].split()
+    assert line[:4] == ["r.json", "0.00", "1", "of"] and line[-3:] == ["0.00", "0.00", "+1.0"]
+    assert eval_edits.rescore([file], None) == 0  # both AUs: half the edits age > 5 years and flip P(male)
+    assert capsys.readouterr().out.splitlines()[1].split()[-3:] == ["0.50", "0.50", "+5.0"]
+    (tmp_path / "bad.json").write_text("{}")
+    assert eval_edits.rescore([tmp_path / "bad.json"], None) == 2
+    assert "not an eval_edits.py result" in capsys.readouterr().err
