@@ -1,7 +1,7 @@
 """AU-labelled generator samples: seed -> w -> image -> dlib landmarks -> OpenFace AUs and head pose.
 
 The training data of the linear AU directions (and of the student AU detector). A dataset is a
-folder, built chunk by chunk so that an interrupted run resumes where it stopped:
+folder, built chunk by chunk so that an interrupted run resumes from its last complete chunk:
 
 ``meta.json``
     ``format`` ('stylerig-au/au-samples'), ``format_version``, ``generator`` (``G.name``), ``psi``,
