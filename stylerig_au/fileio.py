@@ -68,6 +68,7 @@ def _one_line(err: BaseException) -> str:
 
 
 MIN_FREE_BYTES = 8 << 20  # an output folder with less free space than this counts as full
+NAME_MAX = 255  # the longest file name most file systems take (bytes)
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False, min_free: int = MIN_FREE_BYTES) -> None:
@@ -86,6 +87,10 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False, min_free: i
         raise StylerigError(f"{path} is a file, not a folder; give a folder")
     if not folder and path.is_dir():
         raise StylerigError(f"{path} is a folder; give a file name")
+    if not folder and path.exists() and not path.is_file():  # /dev/full, a FIFO: the atomic rename would replace it
+        raise StylerigError(f"{path} is not a regular file (a device or a pipe); give a file name in a folder")
+    if len(os.fsencode(path.name)) > NAME_MAX - 24:  # the temporary file beside it adds ".", "." + 8 + ".partial"
+        raise StylerigError(f"{path.name[:40]}...: the file name is too long; use at most {NAME_MAX - 24} bytes")
     existing = path if folder else path.parent
     existing = Path(os.path.abspath(existing))
     while not existing.exists():

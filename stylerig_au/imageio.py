@@ -60,9 +60,10 @@ def check_pixel_count(name: str, size: tuple[int, int]) -> None:
 
 
 @contextlib.contextmanager
-def _pixel_limit_ours() -> Iterator[None]:
-    """Switch off Pillow's decompression-bomb check (its error text is no message for users) while
-    :func:`open_image` applies ours to the header's size instead."""
+def no_pillow_pixel_check() -> Iterator[None]:
+    """Switch off Pillow's decompression-bomb check and warning (their text is no message for users) for
+    the ``with`` block: :func:`open_image` applies our limit to the header's size instead, and our own
+    outputs and headers-only reads need none."""
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -96,7 +97,7 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
     if not path.is_file():
         raise StylerigError(f"{path}: no such file")
     try:
-        with _pixel_limit_ours(), Image.open(path) as img:
+        with no_pillow_pixel_check(), Image.open(path) as img:
             check_pixel_count(str(path), img.size)
             yield img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
@@ -212,6 +213,9 @@ def check_image_output(path: str | os.PathLike, size: tuple[int, int]) -> str:
         raise StylerigError(f"{path}: unknown image suffix {path.suffix or '(none)'!r}; use .png or .jpg")
     limit = FORMAT_MAX_SIDE.get(fmt)
     w, h = size
+    if w * h > max_pixels():
+        raise StylerigError(f"{path}: the result would be {w}x{h}, {w * h / 1e6:.0f} megapixels, over the limit of "
+                            f"{max_pixels() / 1e6:g}; make it smaller")
     if limit is not None and max(w, h) > limit:
         raise StylerigError(f"{path}: a {fmt} image can be at most {limit} px a side but this one would be {w}x{h}; "
                             "write a .png (or shrink the photo)")
@@ -254,7 +258,7 @@ def check_image_file(path: str | os.PathLike, size: tuple[int, int], duration_ms
     Pillow's own errors for a truncated file pass through.
     """
     total = 0
-    with Image.open(path) as img:
+    with no_pillow_pixel_check(), Image.open(path) as img:  # our own output: no Pillow bomb check, no warning
         for k in range(getattr(img, "n_frames", 1)):
             img.seek(k)
             img.load()

@@ -508,3 +508,37 @@ def test_detection_on_a_downscaled_copy_maps_boxes_back(monkeypatch):
     h, w = seen["shape"][:2]
     assert seen["upsample"] == 0 and (h * w) <= 200 * 150
     assert box == pytest.approx((500, 375, 1000, 750), abs=8)
+
+
+# ----------------------------------------------------------------------------- more members of the classes
+
+
+def test_outputs_that_are_devices_or_too_long_are_refused_up_front(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(StylerigError, match="is not a regular file"):
+        fileio.check_writable(fifo)
+    with pytest.raises(StylerigError, match="the file name is too long"):
+        fileio.check_writable(tmp_path / ("x" * 240 + ".png"))
+    fileio.check_writable(tmp_path / ("x" * 200 + ".png"))  # long but fine, temporary name included
+
+
+def test_an_output_over_the_pixel_limit_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setenv(imageio.ENV_MAX_MEGAPIXELS, "0.0001")  # 100 pixels
+    with pytest.raises(StylerigError, match="the result would be 20x20, 0 megapixels, over the limit"):
+        imageio.save_image(tmp_path / "o.png", np.zeros((20, 20, 3), np.uint8))
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_reading_back_a_large_output_needs_no_pillow_bomb_check(tmp_path, monkeypatch):
+    """Our own outputs are read back whatever Pillow's bomb limit (here lowered so a 20x20 image trips it)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        imageio.save_image(tmp_path / "o.png", np.zeros((20, 20, 3), np.uint8), value_range=(0, 255))
+        from stylerig_au.outputs import read_provenance
+
+        assert read_provenance(tmp_path / "o.png") is None
+    assert Image.MAX_IMAGE_PIXELS == 100  # put back
