@@ -213,6 +213,11 @@ def test_output_format_limits_are_checked_before_the_inversion(setup, tmp_path, 
     assert "a WEBP image can be at most 16383 px a side but this one would be 17000x100" in last_error(capsys)
     assert main(["animate", str(wide), "--au", "12=+1", *setup["args"], "--size", "0", "--out", str(tmp_path / "a.mp4")]) == 1
     assert ".mp4 frames can be at most 8190 px" in last_error(capsys)
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header(8000, 6000))
+    assert main(["animate", str(big), "--au", "12=+1", *setup["args"], "--size", "0", "--frames", "500",
+                 "--out", str(tmp_path / "a.gif")]) == 1
+    assert "500 frames of 8000x6000 would need 72 GB of memory" in last_error(capsys)
     values = ",".join(f"{-3.9 + 0.1 * k:.1f}" for k in range(79))  # 79 columns of 260 px: wider than WebP allows
     assert main(["sweep", str(setup["latent"]), "--values", values, *setup["args"], "--out", str(tmp_path / "s.webp")]) == 1
     assert "a WEBP image can be at most 16383 px" in last_error(capsys)

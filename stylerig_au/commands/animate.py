@@ -50,7 +50,8 @@ def animate(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], o
     change = parse_edit_options(aus, preset_names)
     media.check_animation_suffix(out)
     session = start(source, out, aus_in_use=list(change), measures=not change.is_relative,
-                    check_output=lambda size: media.check_animation_output(out, media.fitted_size(size, max_side), fps),
+                    check_output=lambda size: media.check_animation_output(out, media.fitted_size(size, max_side), fps,
+                                                                           2 * frames - 2 if boomerang else frames),
                     **options)
     subject, editor = session.subject, session.editor
     path = editor.interpolate(subject.record, change, frames)

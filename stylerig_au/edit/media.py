@@ -21,6 +21,7 @@ ANIMATION_SUFFIXES = (".gif", ".mp4")
 ANIMATION_MAX_SIDE = {".gif": 65535, ".mp4": 8190}
 # Frame rates the writers store faithfully: a GIF frame lasts a whole number of milliseconds, at most 65535.
 MIN_FPS, MAX_FPS = 0.1, 100.0
+ANIMATION_MAX_BYTES = 4_000_000_000  # the frames are held in memory until they are written
 
 
 def check_animation_suffix(path: str | os.PathLike) -> None:
@@ -32,11 +33,12 @@ def check_animation_suffix(path: str | os.PathLike) -> None:
         _cv2()
 
 
-def check_animation_output(path: str | os.PathLike, size: tuple[int, int], fps: float) -> None:
-    """Check, before the work, that frames of ``size`` (width, height) at ``fps`` can be written as ``path``.
+def check_animation_output(path: str | os.PathLike, size: tuple[int, int], fps: float, frames: int = 1) -> None:
+    """Check, before the work, that ``frames`` frames of ``size`` (width, height) at ``fps`` can be written
+    as ``path``.
 
-    Raises StylerigError for an unsupported suffix, a side over the format's limit or an fps outside
-    [MIN_FPS, MAX_FPS]."""
+    Raises StylerigError for an unsupported suffix, a side over the format's limit, an fps outside
+    [MIN_FPS, MAX_FPS], or frames that together would need more than ANIMATION_MAX_BYTES of memory."""
     check_animation_suffix(path)
     if not MIN_FPS <= fps <= MAX_FPS:
         raise StylerigError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
@@ -46,6 +48,9 @@ def check_animation_output(path: str | os.PathLike, size: tuple[int, int], fps: 
     if max(w, h) > limit:
         raise StylerigError(f"{path}: {suffix} frames can be at most {limit} px a side but these would be {w}x{h}; "
                             "lower --size")
+    if frames * w * h * 3 > ANIMATION_MAX_BYTES:
+        raise StylerigError(f"{path}: {frames} frames of {w}x{h} would need {frames * w * h * 3 / 1e9:.0f} GB of memory "
+                            f"(at most {ANIMATION_MAX_BYTES / 1e9:g}); lower --size or --frames")
 
 
 def fitted_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
