@@ -139,6 +139,21 @@ def check_zip_file(path: Path) -> None:
         raise ValueError(f"record {bad} is damaged")
 
 
+def read_json(path: str | os.PathLike, kind: str, fix: str = "delete it to start over") -> object:
+    """The JSON value in ``path`` (one of our own caches or metadata files, called ``kind`` in messages).
+
+    Raises StylerigError (one line: the file, the reason, ``fix``) when it cannot be read or parsed:
+    a file cut short by a crash or a full disk, or someone else's file."""
+    import json
+
+    from stylerig_au.errors import StylerigError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise StylerigError(f"{path}: damaged {kind} ({type(err).__name__}: {_one_line(err)[:120]}); {fix}") from None
+
+
 def load_error_reason(err: BaseException) -> str:
     """A short, one-line reason why a weights file could not be read, for an error message.
 

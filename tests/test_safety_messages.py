@@ -547,3 +547,20 @@ def test_reading_back_a_large_output_needs_no_pillow_bomb_check(tmp_path, monkey
 
         assert read_provenance(tmp_path / "o.png") is None
     assert Image.MAX_IMAGE_PIXELS == 100  # put back
+
+
+def test_damaged_json_caches_and_dataset_descriptions_are_one_line(tmp_path):
+    from stylerig_au.samples import load_samples
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "meta.json").write_text('{"format": "stylerig-au/au-samples", "chunk')  # cut short by a crash
+    with pytest.raises(StylerigError) as info:
+        load_samples(folder)
+    assert str(info.value).startswith(f"{folder / 'meta.json'}: damaged dataset description (JSONDecodeError")
+    (folder / "meta.json").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(StylerigError, match="damaged dataset description \\(UnicodeDecodeError"):
+        load_samples(folder)
+    (tmp_path / "cache.json").write_text("{not json")
+    with pytest.raises(StylerigError, match="cache.json: damaged calibration cache .*; delete it to start over"):
+        fileio.read_json(tmp_path / "cache.json", "calibration cache")
