@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import PSI, WORKERS
+from stylerig_au.commands._paths import OutputFile
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -37,7 +38,7 @@ def default_data_dir(generator: str) -> Path:
 @click.option("--condition-aus/--no-condition-aus", default=False, show_default=True,
               help="Also keep the other AUs' read-outs fixed (less drift, but most AUs then barely move in "
                    "MobileStyleGAN; see the bundled card). Head pose is always kept fixed.")
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_file", required=True, type=OutputFile(),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")

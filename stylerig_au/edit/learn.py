@@ -29,6 +29,7 @@ import torch
 
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.errors import StylerigError
+from stylerig_au.fileio import read_json
 from stylerig_au.imageio import batch_to_uint8
 from stylerig_au.samples import Samples, label_images
 
@@ -213,7 +214,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     done: dict[str, dict] = {}
     cache_path = Path(cache) if cache is not None else None
     if cache_path is not None and cache_path.is_file():
-        done = json.loads(cache_path.read_text())
+        done = read_json(cache_path, "directions cache")
+        done = done if isinstance(done, dict) else {}
     key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|n={len(samples.valid())}|probes={len(probe_ws)}"
            f"|groups={','.join(name for name, _ in groups)}")
     done = done.get(key, {}) if isinstance(done.get(key), dict) else {}
