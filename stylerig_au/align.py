@@ -22,6 +22,7 @@ face mask; pixels where the mask is 0 are left exactly as they were.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -39,6 +40,9 @@ SECOND_FACE_AREA_FRAC = 0.25
 # With all_faces, detections scoring below this are dropped as HOG false positives.
 ALL_FACES_MIN_SCORE = 0.3
 DETECT_MAX_SIDE = 2048
+# The largest image (in pixels, after upsampling) the HOG detector is run on: dlib needs about 11 bytes a
+# pixel, so this bounds detection to about 0.75 GB whatever the photo's size and --upsample.
+DETECT_MAX_PIXELS = 8192 * 8192
 
 
 @dataclass
@@ -129,11 +133,28 @@ def _shape_predictor(path: str | os.PathLike | None = None, asset: str = "dlib-l
     file = str(pretrained.path(asset, explicit=path))
     key = f"{asset}:{file}"
     if key not in _MODELS:
-        _MODELS[key] = dlib.shape_predictor(file)
+        _MODELS[key] = pretrained.load(asset, lambda f: dlib.shape_predictor(str(f)), explicit=path)
     return _MODELS[key]
 
 
 # ----------------------------------------------------------------------------- detection
+
+
+def detection_plan(size: tuple[int, int], upsample: int = 1, max_side: int | None = DETECT_MAX_SIDE) -> tuple[float, int]:
+    """How a photo of ``size`` (width, height) is searched: (resize factor, dlib upsample count).
+
+    The detector is meant to see the photo at scale ``t = min(1, max_side / longer side) * 2**upsample``
+    (``max_side`` None: no shrinking), but never at more than :data:`DETECT_MAX_PIXELS` pixels, which
+    bounds its memory. ``t`` is reached by resizing the photo by the factor (in (0, 2)) and letting dlib
+    double it the returned number of times; a shrink is made in one step from the full-resolution photo.
+    """
+    w, h = size
+    base = 1.0 if max_side is None else min(1.0, max_side / max(w, h))
+    t = min(base * 2.0 ** int(upsample), math.sqrt(DETECT_MAX_PIXELS / max(w * h, 1)))
+    if t <= 1.0:
+        return t, 0
+    doublings = int(math.floor(math.log2(t) + 1e-9))
+    return t / 2.0**doublings, doublings
 
 
 def detect_faces(image: np.ndarray, upsample: int = 1, max_side: int | None = DETECT_MAX_SIDE) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -141,25 +162,35 @@ def detect_faces(image: np.ndarray, upsample: int = 1, max_side: int | None = DE
 
     ``upsample``: how many times dlib doubles the image first (1 finds faces down to ~40 px).
     Photos larger than ``max_side`` px (default 2048; None: no limit) are searched on a shrunk copy and
-    the boxes scaled back (much faster; landmarks are still fitted at full resolution).
+    the boxes scaled back (much faster; landmarks are still fitted at full resolution). The detector
+    never sees more than :data:`DETECT_MAX_PIXELS` pixels (see :func:`detection_plan`).
     """
     h, w = image.shape[:2]
-    scale = 1.0 if max_side is None else min(1.0, max_side / max(h, w))
-    small = image if scale == 1.0 else np.asarray(Image.fromarray(image).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
-    rects, scores, _ = _detector().run(np.ascontiguousarray(small), int(upsample), 0.0)
+    scale, doublings = detection_plan((w, h), upsample, max_side)
+    small = image
+    if abs(scale - 1.0) > 1e-9:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0 if scale < 1 else None))
+    sx, sy = small.shape[1] / w, small.shape[0] / h
+    rects, scores, _ = _detector().run(np.ascontiguousarray(small), doublings, 0.0)
     out = []
     for r, s in zip(rects, scores):
-        box = tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.right(), r.bottom()))
+        box = (int(round(r.left() / sx)), int(round(r.top() / sy)), int(round(r.right() / sx)), int(round(r.bottom() / sy)))
         out.append((box, float(s)))
     return sorted(out, key=lambda d: -d[1])
 
 
-def select_faces(dets: list[tuple[tuple[int, int, int, int], float]], all_faces: bool, name: str = "photo"):
-    """The detections to align: the best one (error if another real face competes) or all."""
+def select_faces(dets: list[tuple[tuple[int, int, int, int], float]], all_faces: bool, name: str = "photo",
+                 upsample: int | None = None, size: tuple[int, int] | None = None):
+    """The detections to align: the best one (error if another real face competes) or all.
+
+    ``upsample`` and ``size`` (the photo's width, height), when given, make the no-face message suggest
+    only what can still help (a higher ``--upsample`` while it would search a larger image)."""
     if not dets:
-        raise StylerigError(f"{name}: no face found; use a photo with a visible frontal face (or --upsample 2 for small faces)")
+        raise StylerigError(f"{name}: no face found; {no_face_hint(upsample, size)}")
+    faces = [dets[0]] + [d for d in dets[1:] if d[1] >= ALL_FACES_MIN_SCORE]
     if all_faces:
-        return [dets[0]] + [d for d in dets[1:] if d[1] >= ALL_FACES_MIN_SCORE]
+        return faces
 
     def area(b):
         return max(0, b[2] - b[0]) * max(0, b[3] - b[1])
@@ -168,10 +199,21 @@ def select_faces(dets: list[tuple[tuple[int, int, int, int], float]], all_faces:
     rivals = [
         d for d in dets[1:] if d[1] >= SECOND_FACE_SCORE_FRAC * best_score and area(d[0]) >= SECOND_FACE_AREA_FRAC * area(best_box)
     ]
-    if rivals:
-        raise StylerigError(f"{name}: {len(rivals) + 1} faces found; choose one (--face K for edit/animate/sweep, "
-                            "--all-faces for align/invert) or crop the photo to one face")
+    if rivals:  # the count is what --all-faces keeps, so that it and --face K agree with this message
+        n = len(faces)
+        raise StylerigError(f"{name}: {n} faces found; choose one (--face K, 0-{n - 1} from the left, for edit, animate "
+                            "and sweep; --all-faces for align and invert) or crop the photo to one face")
     return dets[:1]
+
+
+def no_face_hint(upsample: int | None, size: tuple[int, int] | None) -> str:
+    """What to try after no face was found: a higher --upsample only when it would search a larger image."""
+    advice = "use a photo with a visible, roughly frontal face"
+    if upsample is None:
+        return f"{advice} (or a higher --upsample for small faces)"
+    if upsample < 4 and (size is None or detection_plan(size, upsample + 1) != detection_plan(size, upsample)):
+        return f"{advice} (or --upsample {upsample + 1} for small faces)"
+    return f"{advice}; for a small face, crop the photo closer to it (--upsample {upsample} already searches it as large as it can)"
 
 
 def landmarks68(image: np.ndarray, box: tuple[int, int, int, int], predictor_path: str | os.PathLike | None = None) -> np.ndarray:
@@ -221,16 +263,25 @@ def _pad_reflect_blur(img: np.ndarray, pads: tuple[int, int, int, int], qsize: f
     l, t, r, b = pads
     padded = np.pad(img.astype(np.float32), ((t, b), (l, r), (0, 0)), mode="reflect")
     h, w = padded.shape[:2]
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    # 0 inside the photo, rising to 1 at the padded edge
+    # 0 inside the photo, rising to 1 at the padded edge; built from a row and a column (not [H, W] grids)
+    # and applied in place, so a large face needs a few float copies of its crop, not a dozen.
+    yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
     fx = np.maximum(np.where(xx < l, (l - xx) / max(l, 1), 0), np.where(xx >= w - r, (xx - (w - r - 1)) / max(r, 1), 0))
     fy = np.maximum(np.where(yy < t, (t - yy) / max(t, 1), 0), np.where(yy >= h - b, (yy - (h - b - 1)) / max(b, 1), 0))
-    mask = np.maximum(fx, fy)[..., None]
+    mask = np.maximum(fx, fy).astype(np.float32)[..., None]
     sigma = max(qsize * 0.02, 1.0)
-    blurred = ndimage.gaussian_filter(padded, sigma=(sigma, sigma, 0))
-    padded += (blurred - padded) * np.clip(mask * 3.0 + 1.0, 0, 1) * (mask > 0)
-    padded += (np.median(padded, axis=(0, 1)) - padded) * np.clip(mask, 0, 1)
-    return np.clip(np.round(padded), 0, 255).astype(np.uint8)
+    change = ndimage.gaussian_filter(padded, sigma=(sigma, sigma, 0))
+    change -= padded
+    change *= np.clip(mask * 3.0 + 1.0, 0, 1) * (mask > 0)
+    padded += change
+    median = np.array([np.median(padded[..., c]) for c in range(padded.shape[2])], np.float32)
+    np.subtract(median, padded, out=change)
+    change *= np.clip(mask, 0, 1)
+    padded += change
+    del change
+    np.round(padded, out=padded)
+    np.clip(padded, 0, 255, out=padded)
+    return padded.astype(np.uint8)
 
 
 def crop_ffhq(image: np.ndarray, landmarks: np.ndarray, output_size: int = 1024) -> tuple[np.ndarray, FaceTransform]:
@@ -289,7 +340,7 @@ def align_image(
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise StylerigError(f"{name}: expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
-    dets = select_faces(detect_faces(image, upsample), all_faces, name)
+    dets = select_faces(detect_faces(image, upsample), all_faces, name, upsample, (image.shape[1], image.shape[0]))
     faces = []
     for box, score in dets:
         lm = landmarks68(image, box, predictor_path)
@@ -341,12 +392,13 @@ def paste_back(
     """Warp an aligned (possibly edited) face back into the photo, blending through a feathered mask.
 
     Args:
-        photo: uint8 [H, W, 3], the original photo (size must match ``transform.source_size``).
+        photo: uint8 [H, W, 3], the original photo (size must match ``transform.source_size``); or its
+            uint16 colours for a 16-bit photo (the face is scaled to 16 bits).
         face: uint8 [s, s, 3], the aligned face (any square size; rescaled to the transform's).
         transform: the FaceTransform the face was aligned with.
         mask: float [S, S] in [0, 1] in aligned coordinates; default :func:`face_mask` of the
             transform's landmarks (an ellipse if it has none).
-    Returns uint8 [H, W, 3]; pixels where the warped mask is 0 are exactly the photo's.
+    Returns an array of the photo's dtype and shape; pixels where the warped mask is 0 are exactly the photo's.
     """
     photo = np.asarray(photo)
     w, h = transform.source_size
@@ -384,7 +436,8 @@ def paste_back(
     out = photo.copy()
     region = out[y0:y1, x0:x1].astype(np.float32)
     m = warped_mask[..., None]
-    blended = np.clip(np.round(region * (1 - m) + warped_face * m), 0, 255).astype(np.uint8)
+    peak = 65535.0 if photo.dtype == np.uint16 else 255.0
+    blended = np.clip(np.round(region * (1 - m) + warped_face * (m * peak / 255.0)), 0, peak).astype(photo.dtype)
     changed = warped_mask > 0
     out[y0:y1, x0:x1][changed] = blended[changed]
     return out

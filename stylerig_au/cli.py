@@ -3,20 +3,29 @@
 Each command lives in ``stylerig_au/commands/<name>.py`` and is only imported when it runs, so
 ``stylerig-au --help`` stays fast and never imports torch. Commands raise
 :class:`~stylerig_au.errors.StylerigError` for user mistakes; :func:`main` turns that into a
-one-line ``error: ...`` and exit status 1.
+one-line ``error: ...``. Exit statuses (:data:`EXIT_CODES`): 0 success, 1 an error (or some inputs of a
+batch failed), 2 a usage error (unknown option, bad option value, missing argument: also one
+``error: ...`` line), 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
 import threading
+import warnings
 
 import click
 
 from stylerig_au import __version__
-from stylerig_au.errors import StylerigError
+from stylerig_au.errors import StylerigError, StylerigWarning
+
+EXIT_CODES = {"ok": 0, "error": 1, "usage": 2, "interrupted": 130}
+# OSErrors of the environment (the disk, permissions, paths): one line, not a traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                      errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EFBIG, errno.EIO}
 
 # command name -> (module under stylerig_au.commands, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -82,20 +91,60 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StylerigWarning)
+        previous_show = warnings.showwarning
+        warnings.showwarning = _show_warning
+        try:
+            return _dispatch(argv)
+        finally:
+            warnings.showwarning = previous_show
+
+
+def _dispatch(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="stylerig-au", standalone_mode=False)
     except StylerigError as err:
-        click.echo(f"error: {err}", err=True)
-        return 1
+        return _error(str(err), EXIT_CODES["error"])
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        return 130
+        return EXIT_CODES["interrupted"]
+    except click.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare group (`stylerig-au`, `... pretrained`): its help
+            err.show()
+            return err.exit_code
+        ctx = err.ctx
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        return _error(f"{err.format_message()}{where}", EXIT_CODES["usage"])
     except click.ClickException as err:
-        err.show()
-        return err.exit_code
+        return _error(err.format_message(), err.exit_code)
     except click.exceptions.Exit as err:
         return err.exit_code
-    return 0
+    except MemoryError:
+        return _error("out of memory; use a smaller photo (or fewer at a time, or a smaller --batch-size)", EXIT_CODES["error"])
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        return _error(f"{where}{err.strerror or err}; check that the folder exists, is writable and has free space",
+                      EXIT_CODES["error"])
+    return EXIT_CODES["ok"]
+
+
+def _error(message: str, code: int) -> int:
+    """Print ``error: <message>`` on one line to stderr; return the exit status ``code``."""
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    return code
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one plain ``warning: ...`` line; every other warning as Python shows it."""
+    if issubclass(category, StylerigWarning):
+        from tqdm import tqdm  # writes above a progress bar that may be on screen
+
+        tqdm.write(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":

@@ -16,3 +16,8 @@ class StylerigError(Exception):
 
 class AssetError(StylerigError):
     """A pretrained asset is missing, corrupt, unlicensed or cannot be fetched."""
+
+
+class StylerigWarning(UserWarning):
+    """Something the user should know (a very large photo, metadata an output cannot keep); the CLI prints
+    it as one ``warning: <message>`` line."""

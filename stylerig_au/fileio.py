@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,48 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+MIN_FREE_BYTES = 8 << 20  # an output folder with less free space than this counts as full
+NAME_MAX = 255  # the longest file name most file systems take (bytes)
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False, min_free: int = MIN_FREE_BYTES) -> None:
+    """Check, before any slow work, that the file ``path`` (or, with ``folder``, files inside the folder
+    ``path``) can be written: the nearest existing folder on the way must be a folder, writable, with at
+    least ``min_free`` bytes free. Nothing is created (a probe file is made and removed at once).
+
+    Raises:
+        StylerigError: one line naming the path and the reason (a file where a folder is needed, a
+            read-only or full disk, no permission).
+    """
+    from stylerig_au.errors import StylerigError
+
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise StylerigError(f"{path} is a file, not a folder; give a folder")
+    if not folder and path.is_dir():
+        raise StylerigError(f"{path} is a folder; give a file name")
+    if not folder and path.exists() and not path.is_file():  # /dev/full, a FIFO: the atomic rename would replace it
+        raise StylerigError(f"{path} is not a regular file (a device or a pipe); give a file name in a folder")
+    if len(os.fsencode(path.name)) > NAME_MAX - 24:  # the temporary file beside it adds ".", "." + 8 + ".partial"
+        raise StylerigError(f"{path.name[:40]}...: the file name is too long; use at most {NAME_MAX - 24} bytes")
+    existing = path if folder else path.parent
+    existing = Path(os.path.abspath(existing))
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StylerigError(f"{path}: cannot create it, {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".stylerig-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise StylerigError(f"{path}: cannot write in {existing} ({err.strerror or err}); choose a writable folder") from None
+    free = shutil.disk_usage(existing).free
+    if free < min_free:
+        raise StylerigError(f"{path}: the disk of {existing} is full ({free / 1e6:.1f} MB free); free some space or "
+                            "choose another folder")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (read back and compared before the rename); returns the path."""
     def same_text(tmp: Path) -> None:
@@ -96,6 +139,39 @@ def check_zip_file(path: Path) -> None:
         raise ValueError(f"record {bad} is damaged")
 
 
+def read_json(path: str | os.PathLike, kind: str, fix: str = "delete it to start over") -> object:
+    """The JSON value in ``path`` (one of our own caches or metadata files, called ``kind`` in messages).
+
+    Raises StylerigError (one line: the file, the reason, ``fix``) when it cannot be read or parsed:
+    a file cut short by a crash or a full disk, or someone else's file."""
+    import json
+
+    from stylerig_au.errors import StylerigError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise StylerigError(f"{path}: damaged {kind} ({type(err).__name__}: {_one_line(err)[:120]}); {fix}") from None
+
+
+def load_error_reason(err: BaseException) -> str:
+    """A short, one-line reason why a weights file could not be read, for an error message.
+
+    torch's weights-only loader suggests loading with ``weights_only=False``, which could run code from
+    the file: that advice is never passed on; such a file is described as holding other Python objects."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if "weights_only" in text or "Weights only load failed" in text:
+        if "allowed global" in text or "Unsupported global" in text:
+            return "it holds Python objects besides tensors, which are not loaded because that could run code"
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+        detail = " ".join(found.group(1).split())[:160] if found else ""
+        return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first[:160]}" if first else type(err).__name__
+
+
 def load_record(path: str | os.PathLike, fmt: str, version: int, kind: str, hint: str = "") -> dict:
     """Read a ``torch.save`` dict of our own format (weights-only, so loading runs no code).
 
@@ -119,9 +195,11 @@ def load_record(path: str | os.PathLike, fmt: str, version: int, kind: str, hint
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not one of ours"
-        raise StylerigError(f"{path}: not a stylerig-au {kind} ({type(err).__name__}){what_to_do}") from None
+        raise StylerigError(f"{path}: not a stylerig-au {kind} ({load_error_reason(err)}){what_to_do}") from None
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise StylerigError(f"{path}: not a stylerig-au {kind}{what_to_do}")
+    if not isinstance(record.get("format_version", 0), int):
+        raise StylerigError(f"{path}: damaged {kind} (its format_version is not a number){what_to_do}")
     if record.get("format_version", 0) > version:
         raise StylerigError(f"{path}: {kind} format {record['format_version']} is newer than this stylerig_au; upgrade it")
     return record

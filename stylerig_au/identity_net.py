@@ -204,7 +204,7 @@ def load_face_resnet(path: str | os.PathLike | None = None, device: str | torch.
 
     file = str(pretrained.path("dlib-face-recognition", explicit=path))
     if file not in _CACHE:
-        _CACHE[file] = DlibFaceResNet(file)
+        _CACHE[file] = pretrained.load("dlib-face-recognition", lambda f: DlibFaceResNet(str(f)), explicit=path)
     return _CACHE[file].to(device)
 
 

@@ -126,7 +126,7 @@ def _face_rec(path: str | os.PathLike | None = None):
 
     file = str(pretrained.path("dlib-face-recognition", explicit=path))
     if file not in _DLIB_CACHE:
-        _DLIB_CACHE[file] = dlib.face_recognition_model_v1(file)
+        _DLIB_CACHE[file] = pretrained.load("dlib-face-recognition", lambda f: dlib.face_recognition_model_v1(str(f)), explicit=path)
     return _DLIB_CACHE[file]
 
 

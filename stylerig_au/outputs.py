@@ -107,8 +107,10 @@ def read_provenance(path: str | os.PathLike) -> dict | None:
     """What made a PNG written by ``save_image(..., provenance=...)`` (a dict), or None for any other file."""
     from PIL import Image
 
+    from stylerig_au.imageio import no_pillow_pixel_check
+
     try:
-        with Image.open(path) as img:
+        with no_pillow_pixel_check(), Image.open(path) as img:  # reads the header and text chunks only
             text = getattr(img, "text", {}).get(PROVENANCE_KEY)
         return json.loads(text) if text else None
     except Exception:  # noqa: BLE001 - unreadable, not an image, not ours: no provenance

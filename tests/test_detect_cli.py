@@ -21,7 +21,7 @@ def test_student_detector_with_a_foreign_file_is_a_clear_error(capsys, tmp_path)
     bad.write_bytes(b"not a model")
     assert main(["detect", "--detector", "student", "--model", str(bad), str(photo)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {bad}: not a stylerig-au student AU detector file (UnpicklingError); "
+    assert err == [f"error: {bad}: not a stylerig-au student AU detector file (UnpicklingError: Unsupported operand 110); "
                    "make one with 'stylerig-au train-detector'"]
 
 

@@ -91,7 +91,9 @@ def detect_aus(
         else:
             found = [lm for lm in [landmarks_68(image, predictor, upsample, detect_max_side)] if lm is not None]
         if not found:
-            raise StylerigError(f"{source}: no face found; try a larger face or --upsample 2")
+            from stylerig_au.align import no_face_hint
+
+            raise StylerigError(f"{source}: no face found; {no_face_hint(upsample, (image.shape[1], image.shape[0]))}")
         for k, lm in enumerate(found):
             images.append(image)
             marks.append(lm)

@@ -186,9 +186,10 @@ def load(path: str | os.PathLike | None = None, accept_license: bool = False) ->
     ``path=None`` asks the asset registry (``accept_license`` accepts OpenFace's non-commercial
     licence for a fetch).
     """
-    if path is None:
-        from stylerig_au import pretrained
+    from stylerig_au import pretrained
 
+    explicit = path is not None
+    if path is None:
         path = pretrained.path(ASSET_NAME, accept_license=accept_license)
     path = Path(path)
     if not path.is_file():
@@ -196,7 +197,7 @@ def load(path: str | os.PathLike | None = None, accept_license: bool = False) ->
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise AssetError(f"{ASSET_NAME}: cannot read '{path}' ({type(err).__name__}); re-run 'stylerig-au pretrained fetch --force {ASSET_NAME}'") from None
+        raise pretrained.damaged(ASSET_NAME, path, err, explicit) from None
     if not isinstance(blob, dict) or blob.get("meta", {}).get("format") != "stylerig_au.openface-2.2-au/1":
         raise AssetError(f"{ASSET_NAME}: '{path}' is not a converted OpenFace AU model")
     return blob

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import LEARNING_RATE
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -47,7 +48,7 @@ def common_options(f: Callable) -> Callable:
                      help="Inversion steps for a photo [default: 60, the quick setting, on a CPU; 500 on a GPU]."),
         click.option("--lr", type=LEARNING_RATE, default=None,
                      help="Inversion learning rate [default: 0.08 up to 120 steps, else 0.05]."),
-        click.option("--latent-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        click.option("--latent-dir", type=OutputFolder(), default=None,
                      help="Where a photo's latent <stem>.pt is cached and reused [default: the output's folder]."),
         click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4),
                      help="Face detector upsampling (for small faces)."),
@@ -76,7 +77,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
           device: str, face: int | None = None, measures: bool = False, refine: int = 0,
           refine_colour: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
-          extra_outputs: tuple[Path | None, ...] = ()) -> Session:
+          extra_outputs: tuple[Path | None, ...] = (), check_output: Callable[[tuple[int, int]], None] | None = None) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
 
     First, before anything loads, the outputs (``out``, ``extra_outputs`` and a photo's latent cache
@@ -84,6 +85,10 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     the declared output, so an existing file there is replaced; the latent cache only per the
     overwrite rule (``overwrite``; a cached latent is reused whatever its settings unless
     ``steps``/``lr`` were given).
+
+    ``check_output(size)``: raises StylerigError when the output cannot be written for a result of
+    ``size`` (width, height): the photo's size, or the generator's resolution for a latent file. It is
+    called before the inversion (and, for a photo, before the generator loads).
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
@@ -110,8 +115,14 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     cache = None if is_latent_file(source) else latent_cache_path(source, latent_dir if latent_dir is not None else out.parent, face)
     generator_file = Path(generator_spec) if Path(generator_spec).is_file() else None
     refuse_inputs_as_outputs([out, *extra_outputs, cache], [source, mapper_path, directions_path, generator_file])
+    if check_output is not None and not is_latent_file(source):
+        from stylerig_au.imageio import image_size
+
+        check_output(image_size(source))  # reads the header only: also refuses a photo over the pixel limit
     device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
+    if check_output is not None and is_latent_file(source):
+        check_output((G.resolution, G.resolution))
     mapper = None
     if method == "mapper":
         from stylerig_au.edit.mapper import load_default_mapper

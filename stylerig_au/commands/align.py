@@ -16,13 +16,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import check_replaceable
 
 
 @click.command()
 @click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", "out_dir", required=True, type=OutputFolder(), help="Output folder.")
 @click.option("--size", default=1024, show_default=True, type=click.IntRange(16, 4096), help="Side of the aligned image (the generator's resolution).")
 @click.option("--all-faces", is_flag=True, help="Align every face found, not just the best one.")
 @click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4), help="Times dlib doubles the photo before detection (for small faces).")

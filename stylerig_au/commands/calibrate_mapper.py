@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import FiniteFloat, PSI
+from stylerig_au.commands._paths import OutputFile
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -25,7 +26,7 @@ from stylerig_au.outputs import refuse_inputs_as_outputs
 
 
 @click.command(name="calibrate-mapper")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Calibrated mapper file to write (.pt); a card (.md) goes beside it.")
+@click.option("--out", required=True, type=OutputFile(), help="Calibrated mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mapper file to calibrate [default: the bundled one].")
 @click.option("--probes", default=8, show_default=True, type=click.IntRange(1, 10000), help="Probe faces each test edit is measured on.")
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 100), help="Measure-and-rescale rounds per AU.")

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 
 
 @click.command()
-@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", "out_dir", default="demo_out", show_default=True, type=OutputFolder(), help="Output folder.")
 @click.option("--photo", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Your own photo instead of scikit-image's astronaut.")
 @click.option("--steps", default=None, type=click.IntRange(1), help="Inversion steps [default: 60, the quick setting, on a CPU; 500 on a GPU].")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)

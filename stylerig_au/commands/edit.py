@@ -7,6 +7,7 @@ back into the photo at its own size. A latent file gives the edited aligned face
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -14,14 +15,16 @@ import click
 from stylerig_au.commands._editing import (AU_HELP, IDENTITY_NET_CHOICES, PRESET_HELP, common_options, source_argument,
                                            start)
 from stylerig_au.commands._numbers import FiniteFloat
+from stylerig_au.commands._paths import OutputFile
+from stylerig_au.errors import StylerigWarning
 
 
 @click.command()
 @source_argument
 @click.option("--au", "aus", multiple=True, metavar="AU=[+-]N|AU=@N", help=AU_HELP)
 @click.option("--preset", "preset_names", multiple=True, metavar="NAME[=STRENGTH]", help=PRESET_HELP)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output image (.png, .jpg, .webp, ...).")
-@click.option("--face-out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", required=True, type=OutputFile(), help="Output image (.png, .jpg, .webp, ...).")
+@click.option("--face-out", type=OutputFile(), default=None,
               help="Also write the edited aligned face here.")
 @click.option("--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="STEPS",
               help="Then refine the edit for this face with STEPS optimisation steps against the student AU "
@@ -50,9 +53,9 @@ def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out:
     """
     from tqdm import tqdm
 
-    from stylerig_au.edit.photo import check_image_suffix, compose, render_face
+    from stylerig_au.edit.photo import check_image_suffix, render_face, save_edited
     from stylerig_au.edit.syntax import parse_edit_options
-    from stylerig_au.imageio import save_image
+    from stylerig_au.imageio import check_image_output, save_image
 
     change = parse_edit_options(aus, preset_names)
     check_image_suffix(out)
@@ -61,15 +64,18 @@ def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out:
     if refine_colour > 0 and refine == 0:
         raise click.UsageError("--refine-colour needs --refine STEPS")
     session = start(source, out, aus_in_use=list(change), measures=not change.is_relative, refine=refine,
-                    refine_colour=refine_colour, refine_identity_net=identity_net, extra_outputs=(face_out,), **options)
+                    refine_colour=refine_colour, refine_identity_net=identity_net, extra_outputs=(face_out,),
+                    check_output=lambda size: check_image_output(out, size), **options)
     subject = session.subject
+    notes: list[str] = []
     with tqdm(total=2, desc="edit", unit="step", leave=False) as bar:
         face = render_face(session.editor, subject, change)
         bar.update(1)
-        image = compose(subject, face)
+        if face_out is not None:
+            save_image(face_out, face)
+        image = save_edited(out, subject, face, note=notes.append)
         bar.update(1)
-    if face_out is not None:
-        save_image(face_out, face)
-    save_image(out, image)
+    for note in notes:  # after the bar, so that the line stands alone
+        warnings.warn(note, StylerigWarning, stacklevel=1)
     kind = "photo" if subject.is_photo else "aligned face"
     click.echo(f"{change!r}: wrote the edited {kind} {image.shape[1]}x{image.shape[0]} to {out}")

@@ -15,12 +15,13 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import SEED, THREADS, WORKERS
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 
 
 @click.command(name="edited-samples")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", type=OutputFolder())
 @click.option("--num", required=True, type=click.IntRange(1), help="Faces (seeds) in the dataset, rounded up to whole chunks of 16; an existing dataset is extended or resumed.")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="AU mapper making the edits [default: the bundled one].")
 @click.option("--refine-at", multiple=True, type=click.IntRange(0, 1000),

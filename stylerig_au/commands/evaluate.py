@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import PSI, SEED
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -32,7 +33,7 @@ from stylerig_au.errors import StylerigError
                    "mapper (the AU-conditioned mapper).")
 @click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="AU mapper file for the mapper method [default: the one bundled for the generator].")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OutputFolder(),
               help="Output folder (rows.jsonl, report.json, report.md, plots, grid.png); a rerun resumes.")
 @click.option("--directions", "directions_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Linear AU directions file [default: the ones bundled for the generator].")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import MAX_SEED, PSI
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
 
@@ -52,7 +53,7 @@ def seed_grid(images, seeds: list[int], cell: int | None = None):
 @click.command()
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds to render: ranges and lists, e.g. '0-7' or '1,5,9'.")
 @click.option("--psi", type=PSI, default=0.7, show_default=True, help="Truncation psi (1 = none, 0 = the average face).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", type=OutputFolder(), required=True,
               help="Output folder for seed####.png and grid.png (created if missing).")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
               help="Generator name, or a checkpoint path: NVIDIA .pkl, rosinality .pt or a stylerig_au .pt.")

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED
+from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -22,7 +23,7 @@ from stylerig_au.errors import StylerigError
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", "out_dir", required=True, type=OutputFolder(), help="Output folder.")
 @click.option("--steps", default=None, type=click.IntRange(1),
               help="Optimisation steps [default: 500, the full setting, on a GPU; 60, the quick one, on a CPU].")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
@@ -32,7 +33,7 @@ from stylerig_au.errors import StylerigError
 @click.option("--loss-size", default=256, show_default=True, type=click.IntRange(32, 1024), help="Side at which LPIPS and MSE are computed.")
 @click.option("--w-reg", default=0.01, show_default=True, type=FiniteFloat(0, 1e6), help="Weight of the keep-W+-near-W penalty.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed.")
-@click.option("--checkpoint-every", default=50, show_default=True, type=click.IntRange(0), help="Steps between resumable checkpoints (0: none).")
+@click.option("--checkpoint-every", default=50, show_default=True, type=click.IntRange(0), help="Steps between resumable checkpoints (0: none); an interrupted run, rerun, resumes from the last one.")
 @click.option("--aligned", is_flag=True, help="Inputs are already FFHQ-aligned square faces: skip detection.")
 @click.option("--all-faces", is_flag=True, help="Invert every face of each photo (<stem>_face<k>).")
 @click.option("--upsample", default=1, show_default=True, type=click.IntRange(0, 4), help="Detector upsampling (for small faces).")
@@ -58,10 +59,14 @@ def invert(
         click.echo(steps_note(device), err=True)
     G = load_generator(generator_spec, device=device)
     config = InvertConfig(steps=steps, lr=default_lr(steps) if lr is None else lr, loss_size=loss_size, w_reg_weight=w_reg, seed=seed, checkpoint_every=checkpoint_every)
-    results = invert_files(
-        G, files, out_dir, config, batch_size=batch_size, device=device, aligned=aligned, all_faces=all_faces,
-        upsample=upsample, overwrite=overwrite, log=lambda m: click.echo(m, err=True),
-    )
+    try:
+        results = invert_files(
+            G, files, out_dir, config, batch_size=batch_size, device=device, aligned=aligned, all_faces=all_faces,
+            upsample=upsample, overwrite=overwrite, log=lambda m: click.echo(m, err=True),
+        )
+    except KeyboardInterrupt:
+        click.echo(resume_note(out_dir, checkpoint_every), err=True)
+        raise
     for r in results:
         if r.status == "done":
             click.echo(f"{r.stem}: lpips {r.losses['lpips']:.3f}  mse {r.losses['mse']:.4f}  {r.seconds:.1f} s  -> {r.latent}")
@@ -70,3 +75,12 @@ def invert(
     failed = sum(r.status == "error" for r in results)
     if failed:
         raise StylerigError(f"{failed} of {len({r.source for r in results})} photos failed (see above)")
+
+
+def resume_note(out_dir: Path, checkpoint_every: int) -> str:
+    """What an interrupted inversion keeps and where a rerun of the same command starts."""
+    if checkpoint_every == 0:
+        return (f"interrupted: finished faces are kept in {out_dir}; with --checkpoint-every 0 there are no checkpoints, "
+                "so a rerun starts the unfinished faces from step 0")
+    return (f"interrupted: finished faces are kept in {out_dir}; rerun the same command to resume the others from "
+            f"their last checkpoint (saved every {checkpoint_every} steps, so up to {checkpoint_every - 1} steps are redone)")

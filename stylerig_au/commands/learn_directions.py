@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import PSI, WORKERS, FiniteFloat
+from stylerig_au.commands._paths import OutputFile
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -49,7 +50,7 @@ def default_data_dir(generator: str) -> Path:
 @click.option("--max-step-sigmas", default=6.0, show_default=True, type=FiniteFloat(1.0, 20.0),
               help="A +2 edit moves w at most this many sample standard deviations along its direction (directions "
                    "that keep more fixed are longer and may need more room; larger values risk broken faces).")
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_file", required=True, type=OutputFile(),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")

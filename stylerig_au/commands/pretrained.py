@@ -39,9 +39,14 @@ def list_assets() -> None:
 @click.option("--accept-license", "accepted", multiple=True, metavar="NAME", help="Accept the non-commercial licence of NAME (repeatable; 'all' for every one).")
 @click.option("--force", is_flag=True, help="Convert again even if a cached copy exists.")
 def fetch(names: tuple[str, ...], fetch_all: bool, accepted: tuple[str, ...], force: bool) -> None:
-    """Fetch, verify by hash and convert the named assets (default: all that need no licence acceptance)."""
+    """Fetch, verify by hash and convert the named assets (default: all that need no licence acceptance, plus
+    those whose licence --accept-license accepts)."""
+    for name in accepted:
+        if name != "all":
+            registry.get(name)  # an unknown name is an error, not a silent no-op
     if not names:
-        names = tuple(registry.ASSETS) if fetch_all else tuple(n for n, a in registry.ASSETS.items() if not a.noncommercial)
+        names = tuple(n for n, a in registry.ASSETS.items()
+                      if fetch_all or not a.noncommercial or n in accepted or "all" in accepted)
     failures = 0
     for name in names:
         asset = registry.get(name)

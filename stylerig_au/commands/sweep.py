@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._editing import common_options, source_argument, start
+from stylerig_au.commands._paths import OutputFile
 
 
 @click.command()
@@ -18,7 +19,7 @@ from stylerig_au.commands._editing import common_options, source_argument, start
 @click.option("--aus", "aus_text", default="1,2,4,6,12,26", show_default=True, help="AUs, one row each (numbers, comma-separated).")
 @click.option("--values", "values_text", default="-2,-1,0,1,2", show_default=True,
               help="Relative changes in AU intensity steps, one column each.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output grid image (.png, .jpg, ...).")
+@click.option("--out", required=True, type=OutputFile(), help="Output grid image (.png, .jpg, ...).")
 @click.option("--cell", default=256, show_default=True, type=click.IntRange(16, 2048), help="Side of one face in the grid.")
 @click.option("--labels/--no-labels", default=True, show_default=True, help="Label rows with AUs and columns with changes.")
 @common_options
@@ -37,7 +38,7 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
     from stylerig_au.edit.spec import AU, check_change
     from stylerig_au.edit.syntax import parse_number_list
     from stylerig_au.errors import StylerigError
-    from stylerig_au.imageio import save_image
+    from stylerig_au.imageio import check_image_output, save_image
 
     items = [t for t in aus_text.replace(" ", ",").split(",") if t]
     if not items:
@@ -45,6 +46,7 @@ def sweep(source: Path, aus_text: str, values_text: str, out: Path, cell: int, l
     aus = list(dict.fromkeys(au_number(t) for t in items))
     values = [check_change(v, "--values:") for v in parse_number_list(values_text, "--values")]
     check_image_suffix(out)
+    check_image_output(out, media.grid_size(len(aus), len(values), cell, labels=labels))
     session = start(source, out, aus_in_use=aus, **options)
     rows = []
     with tqdm(total=len(aus) * len(values), desc="sweep", unit="face", leave=False) as bar:

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from stylerig_au.commands._numbers import FiniteFloat, LEARNING_RATE, SEED, THREADS, WORKERS
+from stylerig_au.commands._paths import OutputFile
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
 from stylerig_au.errors import StylerigError
@@ -34,7 +35,7 @@ def checkpoint_path(out: Path) -> Path:
               help="Also train on this dataset of faces and their edits, made by `stylerig-au edited-samples` (repeatable).")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this student (weights and input normalisation) instead of starting from random weights; use a lower --lr, e.g. 3e-4.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
+@click.option("--out", required=True, type=OutputFile(), help="Student file to write (e.g. pretrained/student-au-detector.pt).")
 @click.option("--build-workers", default=1, show_default=True, type=WORKERS, help="Processes making samples side by side on the CPU (one per core is about that many times faster).")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(1), help="Passes over the training split.")
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 4096), help="Faces per training step.")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._editing import IDENTITY_NET_CHOICES
 from stylerig_au.commands._numbers import LEARNING_RATE, PSI, THREADS
+from stylerig_au.commands._paths import OutputFile
 from stylerig_au.devices import HELP as DEVICE_HELP
 from stylerig_au.devices import resolve_device
-from stylerig_au.commands._editing import IDENTITY_NET_CHOICES
 from stylerig_au.errors import StylerigError
 from stylerig_au.outputs import refuse_inputs_as_outputs
 
@@ -55,7 +56,7 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 
 
 @click.command(name="train-mapper")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Mapper file to write (.pt); a card (.md) goes beside it.")
+@click.option("--out", required=True, type=OutputFile(), help="Mapper file to write (.pt); a card (.md) goes beside it.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(1), help="Optimisation steps (each renders 2 x batch faces).")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 1024), help="Faces per step and process.")
 @click.option("--lr", default=3e-4, show_default=True, type=LEARNING_RATE, help="Peak Adam learning rate (short warm-up, then cosine).")

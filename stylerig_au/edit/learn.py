@@ -29,6 +29,7 @@ import torch
 
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.errors import StylerigError
+from stylerig_au.fileio import read_json
 from stylerig_au.imageio import batch_to_uint8
 from stylerig_au.samples import Samples, label_images
 
@@ -375,7 +376,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     done: dict[str, dict] = {}
     cache_path = Path(cache) if cache is not None else None
     if cache_path is not None and cache_path.is_file():
-        done = json.loads(cache_path.read_text())
+        done = read_json(cache_path, "directions cache")
+        done = done if isinstance(done, dict) else {}
     key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|target={target.name}|keep={keep.name if keep else None}"
            f"{'' if max_step_sigmas == MAX_STEP_SIGMAS else f'|cap={max_step_sigmas:g}'}"
            f"|n={len(samples.valid())}|probes={len(probe_ws)}"

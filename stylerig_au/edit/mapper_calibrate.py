@@ -32,6 +32,7 @@ import torch
 from stylerig_au.edit.learn import nan_mean
 from stylerig_au.edit.mapper import AUMapper
 from stylerig_au.errors import StylerigError
+from stylerig_au.fileio import read_json
 
 STEP = 2.0  # AU units of the measured test edits
 GAIN_CLAMP = (0.5, 2.5)
@@ -89,7 +90,8 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
            f"|step={step}|rounds={rounds}|clamp={clamp[0]},{clamp[1]}")
     start_gains = list(mapper.input_gains().values())
     key += "|start=" + ",".join(f"{g:.4f}" for g in start_gains)
-    stored = json.loads(cache_path.read_text()) if cache_path is not None and cache_path.is_file() else {}
+    stored = read_json(cache_path, "calibration cache") if cache_path is not None and cache_path.is_file() else {}
+    stored = stored if isinstance(stored, dict) else {}
     done: dict[str, dict] = stored.get(key, {}) if isinstance(stored.get(key), dict) else {}
     mapper.set_input_gain(torch.ones(len(mapper.aus)))  # measuring passes the gain explicitly
     device = probe_ws.device

@@ -304,8 +304,14 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
     start = 0
     checkpoint = Path(checkpoint)
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("kind") != "stylerig-au/mapper-train-state":
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file: say so in one line
+            from stylerig_au.fileio import load_error_reason
+
+            raise StylerigError(f"{checkpoint}: unreadable mapper training state ({load_error_reason(err)}); "
+                                "delete it to start over, or choose another --out") from None
+        if not isinstance(state, dict) or state.get("kind") != "stylerig-au/mapper-train-state":
             raise StylerigError(f"{checkpoint}: not a mapper training state; delete it or choose another --out")
         if state["settings"] != settings.resume_key():
             raise StylerigError(f"{checkpoint} was made with other settings; rerun with them, or delete it to start over")

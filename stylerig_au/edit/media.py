@@ -16,6 +16,12 @@ from PIL import Image, ImageDraw, ImageFont
 from stylerig_au.errors import StylerigError
 
 ANIMATION_SUFFIXES = (".gif", ".mp4")
+# Largest frame side per format: GIF stores 16-bit sizes; OpenCV's MPEG-4 encoder refuses 8192 and more
+# (and frames are padded to even sides).
+ANIMATION_MAX_SIDE = {".gif": 65535, ".mp4": 8190}
+# Frame rates the writers store faithfully: a GIF frame lasts a whole number of milliseconds, at most 65535.
+MIN_FPS, MAX_FPS = 0.1, 100.0
+ANIMATION_MAX_BYTES = 4_000_000_000  # the frames are held in memory until they are written
 
 
 def check_animation_suffix(path: str | os.PathLike) -> None:
@@ -25,6 +31,35 @@ def check_animation_suffix(path: str | os.PathLike) -> None:
         raise StylerigError(f"{path}: unsupported animation suffix {suffix or '(none)'!r}; use .gif (or .mp4)")
     if suffix == ".mp4":
         _cv2()
+
+
+def check_animation_output(path: str | os.PathLike, size: tuple[int, int], fps: float, frames: int = 1) -> None:
+    """Check, before the work, that ``frames`` frames of ``size`` (width, height) at ``fps`` can be written
+    as ``path``.
+
+    Raises StylerigError for an unsupported suffix, a side over the format's limit, an fps outside
+    [MIN_FPS, MAX_FPS], or frames that together would need more than ANIMATION_MAX_BYTES of memory."""
+    check_animation_suffix(path)
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise StylerigError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
+    suffix = Path(path).suffix.lower()
+    limit = ANIMATION_MAX_SIDE[suffix]
+    w, h = size
+    if max(w, h) > limit:
+        raise StylerigError(f"{path}: {suffix} frames can be at most {limit} px a side but these would be {w}x{h}; "
+                            "lower --size")
+    if frames * w * h * 3 > ANIMATION_MAX_BYTES:
+        raise StylerigError(f"{path}: {frames} frames of {w}x{h} would need {frames * w * h * 3 / 1e9:.0f} GB of memory "
+                            f"(at most {ANIMATION_MAX_BYTES / 1e9:g}); lower --size or --frames")
+
+
+def fitted_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """The (width, height) :func:`fit_size` gives an image of ``size``."""
+    w, h = size
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def _cv2():
@@ -44,27 +79,26 @@ def boomerang(frames: Sequence) -> list:
 def fit_size(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """uint8 [H, W, 3] shrunk (Lanczos, aspect kept) so its longer side is at most ``max_side`` (None/0: as is)."""
     h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
+    size = fitted_size((w, h), max_side)
+    if size == (w, h):
         return image
-    scale = max_side / max(h, w)
-    return np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
 
 
 def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float) -> Path:
     """Write uint8 [H, W, 3] frames (all one size) as a looping GIF or an MP4 (MPEG-4, OpenCV), atomically.
 
     GIF frame durations are whole milliseconds (viewers round them to 10 ms). Raises StylerigError for an
-    unsupported suffix, no frames, frames of different sizes, a bad ``fps``, or a missing MP4 writer.
+    unsupported suffix, no frames, frames of different sizes or too large for the format, an ``fps``
+    outside [MIN_FPS, MAX_FPS], or a missing MP4 writer.
     """
     from stylerig_au.fileio import atomic_path
 
     path = Path(path)
-    check_animation_suffix(path)
     if not frames:
         raise StylerigError("an animation needs at least one frame")
-    if not fps > 0:
-        raise StylerigError(f"fps must be positive, got {fps}")
     shape = frames[0].shape
+    check_animation_output(path, (shape[1], shape[0]), fps)
     if any(f.shape != shape or f.dtype != np.uint8 for f in frames):
         raise StylerigError("animation frames must all be uint8 images of one size")
     if path.suffix.lower() == ".gif":
@@ -210,6 +244,13 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, ancho
     w, h = x1 - x0, y1 - y0
     x = xy[0] - (w // 2 if anchor == "mm" else w) - x0
     draw.multiline_text((x, xy[1] - h // 2 - y0), text, fill=(0, 0, 0), font=font, align="right" if anchor == "rm" else "center")
+
+
+def grid_size(nrows: int, ncols: int, cell: int = 256, pad: int = 4, labels: bool = False) -> tuple[int, int]:
+    """(width, height) of a :func:`labelled_grid` of ``nrows`` x ``ncols`` cells (with row and column labels
+    when ``labels``), known before any face is rendered."""
+    w, h = ncols * (cell + pad) + pad, nrows * (cell + pad) + pad
+    return (w + label_width(cell), h + header_height(cell)) if labels else (w, h)
 
 
 def label_width(cell: int) -> int:

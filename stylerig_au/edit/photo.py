@@ -47,6 +47,8 @@ class Subject:
         photo: the original photo uint8 [H, W, 3], or None for a latent file.
         transform: the photo's :class:`~stylerig_au.align.FaceTransform`, or None for a latent file.
         inverted: True when the photo was inverted by this call, False when a latent was reused or given.
+        extras: the photo's colour profile, transparency and 16-bit colours
+            (:class:`~stylerig_au.imageio.PhotoExtras`), which the edited photo keeps where its format can.
     """
 
     source: Path
@@ -55,6 +57,7 @@ class Subject:
     photo: np.ndarray | None = None
     transform: object | None = None
     inverted: bool = False
+    extras: object | None = None
 
     @property
     def is_photo(self) -> bool:
@@ -83,11 +86,29 @@ def quick_config(steps: int | None = None, device: str = "cpu", lr: float | None
 
 
 def check_latent(G, record: dict, name: str = "latent") -> None:
-    """Raise StylerigError unless ``record`` is a latent of generator ``G`` (name and W+ shape, finite values)."""
+    """Raise StylerigError unless ``record`` is a latent of generator ``G``: a generator name, a real
+    floating-point W+ of G's shape with finite values, and noise maps (if any) only for G's noise layers,
+    each of its shape. Keys this version does not use are ignored."""
+    from stylerig_au.invert import noise_modules
+
     ws = record.get("ws")
     gen = record.get("generator")
-    if not isinstance(ws, torch.Tensor):
-        raise StylerigError(f"{name}: damaged latent file (no 'ws' tensor)")
+    if not isinstance(ws, torch.Tensor) or not ws.is_floating_point():
+        raise StylerigError(f"{name}: damaged latent file (no floating-point 'ws' tensor)")
+    if not isinstance(gen, str):
+        raise StylerigError(f"{name}: damaged latent file (no generator name)")
+    noise = record.get("noise")
+    if noise is not None and not isinstance(noise, dict):
+        raise StylerigError(f"{name}: damaged latent file ('noise' is a {type(noise).__name__}, not a dict of maps)")
+    layers = noise_modules(G)
+    for key, value in (noise or {}).items():
+        if key not in layers:
+            raise StylerigError(f"{name}: latent has a noise map for {key!r}, which {G.name} does not have; "
+                                "it was made for another generator or is damaged")
+        want = tuple(layers[key].noise_const.shape[-2:])
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or tuple(value.shape[-2:]) != want \
+                or value.numel() != want[0] * want[1]:
+            raise StylerigError(f"{name}: damaged latent file (noise map {key!r} is not a float map of {want[0]}x{want[1]})")
     if gen != G.name:
         raise StylerigError(f"{name}: latent was made with generator {gen!r}, not {G.name!r}; "
                             f"pass --generator {gen} (or invert the photo again with this generator)")
@@ -160,7 +181,7 @@ def load_subject(
     from tqdm import tqdm
 
     from stylerig_au.align import FaceTransform
-    from stylerig_au.imageio import load_image
+    from stylerig_au.imageio import load_extras, load_image
     from stylerig_au.invert import load_latent, sha256_file, steps_note
 
     log = log or (lambda msg: tqdm.write(msg))
@@ -170,7 +191,7 @@ def load_subject(
             raise StylerigError(f"{source}: --face chooses a face of a photo; a latent file holds one face already")
         record = load_latent(source)
         check_latent(G, record, str(source))
-        record = {**record, "ws": record["ws"].float().to(device)}
+        record = {**record, "ws": record["ws"].float().to(device), "noise": record.get("noise") or {}}
         return Subject(source, record, source, None, None, False)
 
     photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
@@ -199,8 +220,13 @@ def load_subject(
             log(steps_note(device))
         record = invert_photo(G, source, latent_path, config, device=device, lpips_model=lpips_model,
                               upsample=upsample, face=face, progress=progress, digest=digest)
-    record = {**record, "ws": record["ws"].float().to(device)}
-    return Subject(source, record, latent_path, photo, FaceTransform.from_dict(record["transform"]), inverted)
+    record = {**record, "ws": record["ws"].float().to(device), "noise": record.get("noise") or {}}
+    try:
+        transform = FaceTransform.from_dict(record["transform"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise StylerigError(f"{latent_path}: damaged latent file (its face alignment is unreadable); delete it and "
+                            "run the command again") from None
+    return Subject(source, record, latent_path, photo, transform, inverted, load_extras(source))
 
 
 def invert_photo(
@@ -262,7 +288,8 @@ class OpenFaceMeasure:
     rendered faces, with dlib landmarks found on each image. The model loads on the first call.
 
     Raises (when called): StylerigError if a rendered image has no detectable face, or the OpenFace
-    models are missing (their licence must be accepted: ``stylerig-au pretrained fetch --accept-license``).
+    models are missing (their licence must be accepted:
+    ``stylerig-au pretrained fetch openface-2.2-au --accept-license openface-2.2-au``).
     """
 
     def __init__(self, detector=None) -> None:
@@ -304,14 +331,33 @@ def render_face(editor: Editor, subject: Subject, edit: Edit | None = None) -> n
     return render_ws(editor, subject, ws)
 
 
-def compose(subject: Subject, face: np.ndarray) -> np.ndarray:
+def compose(subject: Subject, face: np.ndarray, deep: bool = False) -> np.ndarray:
     """What the user gets: ``face`` uint8 [R, R, 3] pasted back into the photo (uint8 [H, W, 3], the photo's
-    size), or the aligned face itself for a latent file."""
+    size), or the aligned face itself for a latent file. ``deep``: paste into the 16-bit colours of a
+    16-bit photo instead (uint16 [H, W, 3]; see :func:`save_edited`)."""
     from stylerig_au.align import paste_back
 
     if not subject.is_photo:
         return face
+    extras = subject.extras
+    if deep and extras is not None and extras.deep is not None:
+        return paste_back(extras.deep, face, subject.transform)
     return paste_back(subject.photo, face, subject.transform)
+
+
+def save_edited(path: str | os.PathLike, subject: Subject, face: np.ndarray,
+                note: Callable[[str], None] | None = None) -> np.ndarray:
+    """Write the edited ``face`` (uint8 [R, R, 3]) pasted back into the subject's photo (or the face itself for
+    a latent file) to ``path``, keeping the photo's colour profile, transparency and 16-bit depth where the
+    format can; ``note`` gets one line naming what it could not keep. Returns the written image."""
+    from stylerig_au.imageio import PhotoExtras, save_photo
+
+    deep = Path(path).suffix.lower() == ".png"
+    image = compose(subject, face, deep=deep)
+    lost = save_photo(path, image, subject.extras if subject.is_photo else PhotoExtras())
+    if lost and note is not None:
+        note(f"{path} does not keep the photo's {' or '.join(lost)}; write a .png to keep {'them' if len(lost) > 1 else 'it'}")
+    return image
 
 
 def check_image_suffix(path: str | os.PathLike, allowed: tuple[str, ...] = IMAGE_OUT_SUFFIXES) -> None:

@@ -396,8 +396,9 @@ def load_pt(path: str | Path, *, device: str | torch.device = "cpu", impl: str =
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt / unsafe files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StylerigError(f"cannot load {path.name} as a weights-only torch checkpoint ({first[:200]})") from None
+        from stylerig_au.fileio import load_error_reason
+
+        raise StylerigError(f"cannot load {path.name} as a weights-only torch checkpoint ({load_error_reason(err)})") from None
     if not isinstance(ckpt, Mapping):
         raise StylerigError(f"{path.name}: expected a dict checkpoint, got {type(ckpt).__name__}")
     if ckpt.get("format") == OUR_FORMAT:

@@ -395,7 +395,8 @@ def load_mobilestylegan(path: Path | str | None = None, device: str | torch.devi
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StylerigError(f"cannot read MobileStyleGAN file {path} ({first[:200]}); convert it again "
-                            f"(`stylerig-au pretrained fetch --force {NAME}`)") from exc
+        from stylerig_au.fileio import load_error_reason
+
+        raise StylerigError(f"cannot read MobileStyleGAN file {path} ({load_error_reason(exc)}); convert it again "
+                            f"(`stylerig-au pretrained fetch --force {NAME}`)") from None
     return build_mobilestylegan(ckpt, impl=impl, source=str(path)).to(device)

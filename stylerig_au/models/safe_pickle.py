@@ -105,7 +105,9 @@ def _guard(fn):
         try:
             return fn(*args)
         except Exception as err:  # a malformed tensor must not stop the rest of the file from loading
-            return Unreadable(f"{fn.__name__}: {err}")
+            from stylerig_au.fileio import load_error_reason  # one line, and never torch's advice to load unsafely
+
+            return Unreadable(f"{fn.__name__}: {load_error_reason(err)}")
 
     wrapped.__name__ = fn.__name__
     return wrapped
