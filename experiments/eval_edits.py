@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                       "drift_mean": float(np.mean([x["drift"] for x in r])),
                       "identity_mean": float(np.mean([x["identity_distance"] for x in r])),
                       "identity_sface_mean": float(np.mean([x["identity_sface"] for x in r])), "faces": len(r),
-                      **geometry_summary(r),
+                      **geometry_summary(r, args.amount),
                       "top_drift": top_drift(r, au), **attribute_changes(r)}
         p = per_au[au]
         moved = ", ".join(f"AU{a} {m['mean']:+.2f} (|{m['abs']:.2f}|)" for a, m in p["top_drift"].items())
@@ -300,6 +300,8 @@ def rescore(files: list[Path], expressible: set[int] | None) -> int:
             return 2
         for au, p in per_au.items():
             p["expressed"] = au in expressible if expressible is not None else p["expressed"]
+            if any("geometry_motion" in r for r in rows):  # the judge's share, by the sign of the asked change
+                p.update(geometry_summary([r for r in rows if r["au"] == au], amount))
         s = summarise(rows, per_au, amount)
         a = s.get("attributes", {}).get("expressed", {})
         fmt = lambda key, spec: format(a[key], spec) if key in a else "–"  # noqa: E731 - rows written before the judge
@@ -310,16 +312,18 @@ def rescore(files: list[Path], expressible: set[int] | None) -> int:
     return 0
 
 
-def geometry_summary(rows: list[dict]) -> dict[str, float]:
+def geometry_summary(rows: list[dict], amount: float = 1.0) -> dict[str, float]:
     """The geometric judge over one AU's edit rows: mean signed motion of the AU's landmark feature
-    (IOD units, positive = the way the AU moves it) and the share of faces where it moved the right
-    way by more than :data:`stylerig_au.au.geometry.MOVED_IOD`. NaN when no row has the motion."""
+    (IOD units, positive = the way the AU's rise moves it) and the share of faces where it moved the
+    way the edit asked (up for a positive ``amount``, down for a negative one) by more than
+    :data:`stylerig_au.au.geometry.MOVED_IOD`. NaN when no row has the motion."""
     from stylerig_au.au.geometry import MOVED_IOD
 
     motion = np.array([r["geometry_motion"] for r in rows if np.isfinite(r.get("geometry_motion", np.nan))])
     if not len(motion):
         return {"geometry_motion_mean": float("nan"), "geometry_moved_share": float("nan")}
-    return {"geometry_motion_mean": float(motion.mean()), "geometry_moved_share": float((motion > MOVED_IOD).mean())}
+    return {"geometry_motion_mean": float(motion.mean()),
+            "geometry_moved_share": float((np.sign(amount) * motion > MOVED_IOD).mean())}
 
 
 AGE_CHANGE_YEARS = 5.0  # an edit "ages" the face when the judge's expected age moves by more than this

@@ -238,6 +238,9 @@ def test_geometry_summary_counts_faces_whose_feature_moved_the_au_way(eval_edits
     assert out["geometry_moved_share"] == pytest.approx(1 / 3)
     assert out["geometry_motion_mean"] == pytest.approx(2.5 * MOVED_IOD / 3)
     assert math.isnan(eval_edits.geometry_summary([{}])["geometry_moved_share"])
+    # a decrease is asked to move the feature the other way
+    assert eval_edits.geometry_summary(rows, amount=-1.0)["geometry_moved_share"] == pytest.approx(1 / 3)
+    assert eval_edits.geometry_summary([{"geometry_motion": -3 * MOVED_IOD}], amount=-1.0)["geometry_moved_share"] == 1.0
 
 
 def test_rescore_summarises_stored_results_over_the_given_aus(eval_edits, tmp_path, capsys):
