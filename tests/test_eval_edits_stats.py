@@ -232,11 +232,11 @@ def test_compare_runs_reads_the_kind_of_run_from_the_files(tmp_path, capsys):
 def test_geometry_summary_counts_faces_whose_feature_moved_the_au_way(eval_edits):
     from stylerig_au.au.geometry import MOVED_IOD
 
-    rows = [{"geometry_motion": 3 * MOVED_IOD}, {"geometry_motion": 0.5 * MOVED_IOD}, {"geometry_motion": -MOVED_IOD},
+    rows = [{"geometry_motion": 3 * MOVED_IOD}, {"geometry_motion": 0.5 * MOVED_IOD}, {"geometry_motion": -2 * MOVED_IOD},
             {"geometry_motion": math.nan}, {}]  # NaN: no face found in the edit; {}: a row written before the judge
     out = eval_edits.geometry_summary(rows)
     assert out["geometry_moved_share"] == pytest.approx(1 / 3)
-    assert out["geometry_motion_mean"] == pytest.approx(2.5 * MOVED_IOD / 3)
+    assert out["geometry_motion_mean"] == pytest.approx(1.5 * MOVED_IOD / 3)
     assert math.isnan(eval_edits.geometry_summary([{}])["geometry_moved_share"])
     # a decrease is asked to move the feature the other way
     assert eval_edits.geometry_summary(rows, amount=-1.0)["geometry_moved_share"] == pytest.approx(1 / 3)
