@@ -111,3 +111,19 @@ def test_methods_and_mismatch(tiny_stylegan2):
     other = LinearDirections({12: torch.ones(G.w_dim)}, slots=G.slots, generator="another")
     with pytest.raises(StylerigError, match="are for 'another'"):
         Editor(G, other)
+
+
+def test_editor_refuses_changes_beyond_the_scale_like_the_cli(tiny_stylegan2):
+    """Same scale, same rule: a relative change over ±5 (summed per AU) is refused by the API too."""
+    from stylerig_au.edit import AU, Editor
+    from stylerig_au.edit.directions import LinearDirections
+    from stylerig_au.errors import StylerigError
+
+    G = tiny_stylegan2
+    dirs = LinearDirections.for_generator(G, {12: torch.ones(G.w_dim)})
+    ws = G.w_avg.expand(1, G.num_ws, -1).clone()
+    editor = Editor(G, dirs)
+    assert editor.edit(ws, AU(12, 5)).shape == ws.shape
+    for too_far in (AU(12, 50), AU(12, 3) + AU(12, 3), 10 * AU(12, 1)):
+        with pytest.raises(StylerigError, match="outside ±5"):
+            editor.edit(ws, too_far)

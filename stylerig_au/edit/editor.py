@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from stylerig_au.edit.directions import CurrentAUs, LinearDirections
-from stylerig_au.edit.spec import Edit
+from stylerig_au.edit.spec import Edit, check_scale
 from stylerig_au.errors import StylerigError
 
 METHODS = ("linear", "mapper")
@@ -89,6 +89,7 @@ class Editor:
         ``measure`` on the rendered latent (one linear step)."""
         if not isinstance(edit, Edit):
             raise StylerigError(f"expected an Edit (e.g. AU(12, 2)), got {type(edit).__name__}")
+        check_scale(edit)  # the CLI's bound holds for the API too: no change beyond the 0-5 scale's width
         ws = self._ws(latent)
         if current_aus is None and not edit.is_relative and self.measure is not None:
             current_aus = self.measure(self._synth(latent, ws))
