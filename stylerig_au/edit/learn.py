@@ -94,17 +94,40 @@ class KeptQuantities:
     owners: tuple[int | None, ...] | None = None
 
 
+def _openface_for(samples: Samples, detector=None):
+    """The OpenFace estimator (``detector``, else the registry's), checked to read the samples' AU order."""
+    from stylerig_au.au.detect import make_detector
+
+    detector = detector if detector is not None else make_detector("openface")
+    if [int(a) for a in samples.meta["aus"]] != list(detector.aus):
+        raise StylerigError("the samples' AU order is not the OpenFace estimator's")
+    return detector
+
+
+def _per_face(samples: Samples, read: Callable[[np.ndarray], torch.Tensor], batch: int, what: str) -> np.ndarray:
+    """``read(idx)`` -> [len(idx), D] over the samples with a face, ``batch`` at a time without autograd,
+    as float64 [N, D] with NaN rows where no face was found. Needs the stored images (``what`` names the use)."""
+    if samples.images is None:
+        raise StylerigError(f"{what} need the samples' images (load_samples(..., with_images=True))")
+    found = np.flatnonzero(samples.face_found.numpy())
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(found), batch):
+            parts.append(read(found[start:start + batch]).double().cpu().numpy())
+    width = parts[0].shape[1] if parts else 0
+    out = np.full((len(samples.w), width), np.nan)
+    if parts:
+        out[found] = np.concatenate(parts)
+    return out
+
+
 def geometry_labels(samples: Samples, detector=None) -> np.ndarray:
     """The shape term of OpenFace's reading of every sample, float64 [N, K] (NaN where no face was found).
 
     Computed from the stored landmarks alone (:meth:`stylerig_au.au.openface.OpenFaceAU.geometry_part`):
     texture (a beard, glasses, skin) cannot change it, only moved landmarks can.
     """
-    from stylerig_au.au.detect import make_detector
-
-    detector = detector if detector is not None else make_detector("openface")
-    if [int(a) for a in samples.meta["aus"]] != list(detector.aus):
-        raise StylerigError("the samples' AU order is not the OpenFace estimator's")
+    detector = _openface_for(samples, detector)
     out = np.full((len(samples.w), len(detector.aus)), np.nan)
     found = samples.face_found.numpy().astype(bool)
     if found.any():
@@ -126,18 +149,9 @@ def texture_terms(samples: Samples, resolution: int, detector=None, batch: int =
     Read from the stored images (``samples.images``, needed) with the stored landmarks, which are in
     pixels of the generator's ``resolution`` (:meth:`stylerig_au.au.openface.OpenFaceAU.texture_part`).
     """
-    from stylerig_au.au.detect import make_detector
-
-    if samples.images is None:
-        raise StylerigError("the texture terms need the samples' images (load_samples(..., with_images=True))")
-    detector = detector if detector is not None else make_detector("openface")
-    out = np.full((len(samples.w), len(detector.aus)), np.nan)
-    found = np.flatnonzero(samples.face_found.numpy())
-    with torch.no_grad():
-        for start in range(0, len(found), batch):
-            idx = found[start:start + batch]
-            out[idx] = detector.texture_part(samples.images[idx], stored_landmarks(samples, idx, resolution)).numpy()
-    return out
+    detector = _openface_for(samples, detector)
+    return _per_face(samples, lambda idx: detector.texture_part(samples.images[idx], stored_landmarks(samples, idx, resolution)),
+                     batch, "the texture terms")
 
 
 def texture_kept(resolution: int, aus: tuple[int, ...], detector=None, own_free: bool = False) -> KeptQuantities:
@@ -164,21 +178,16 @@ def identity_embeddings(samples: Samples, resolution: int, net: str = "sface", b
     """
     from stylerig_au.identity_net import load_identity_net
 
-    if samples.images is None:
+    if samples.images is None:  # before the network loads
         raise StylerigError("the identity features need the samples' images (load_samples(..., with_images=True))")
     ident = load_identity_net(net)
-    found = np.flatnonzero(samples.face_found.numpy())
-    out = None
-    with torch.no_grad():
-        for start in range(0, len(found), batch):
-            idx = found[start:start + batch]
-            marks = stored_landmarks(samples, idx, resolution).numpy()
-            affines = torch.as_tensor(np.stack([ident.crop_affine(m) for m in marks]), dtype=torch.float32)
-            feats = ident.embed(samples.images[idx].float() / 127.5 - 1, affines).double().numpy()
-            if out is None:
-                out = np.full((len(samples.w), feats.shape[1]), np.nan)
-            out[idx] = feats
-    return out if out is not None else np.full((len(samples.w), 0), np.nan)
+
+    def read(idx: np.ndarray) -> torch.Tensor:
+        marks = stored_landmarks(samples, idx, resolution).numpy()
+        affines = torch.as_tensor(np.stack([ident.crop_affine(m) for m in marks]), dtype=torch.float32)
+        return ident.embed(samples.images[idx].float() / 127.5 - 1, affines)
+
+    return _per_face(samples, read, batch, "the identity features")
 
 
 def identity_kept(resolution: int, components: int = 16, net: str = "sface") -> KeptQuantities:
