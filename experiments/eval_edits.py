@@ -298,9 +298,10 @@ def rescore(files: list[Path], expressible: set[int] | None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as err:
             print(f"error: {file}: not an eval_edits.py result ({type(err).__name__})", file=sys.stderr)
             return 2
+        judged = any("geometry_motion" in r for r in rows)
         for au, p in per_au.items():
             p["expressed"] = au in expressible if expressible is not None else p["expressed"]
-            if any("geometry_motion" in r for r in rows):  # the judge's share, by the sign of the asked change
+            if judged:  # the geometric judge's share, by the sign of the asked change
                 p.update(geometry_summary([r for r in rows if r["au"] == au], amount))
         s = summarise(rows, per_au, amount)
         a = s.get("attributes", {}).get("expressed", {})
