@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stylerig_au.errors import StylerigError, StylerigWarning
-from stylerig_au.fileio import atomic_path  # noqa: F401 - re-exported: imageio.atomic_path
+from stylerig_au.fileio import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
@@ -213,9 +213,10 @@ def check_image_output(path: str | os.PathLike, size: tuple[int, int]) -> str:
         raise StylerigError(f"{path}: unknown image suffix {path.suffix or '(none)'!r}; use .png or .jpg")
     limit = FORMAT_MAX_SIDE.get(fmt)
     w, h = size
-    if w * h > max_pixels():
+    pixel_limit = max_pixels()
+    if w * h > pixel_limit:
         raise StylerigError(f"{path}: the result would be {w}x{h}, {w * h / 1e6:.0f} megapixels, over the limit of "
-                            f"{max_pixels() / 1e6:g}; make it smaller")
+                            f"{pixel_limit / 1e6:g}; make it smaller")
     if limit is not None and max(w, h) > limit:
         raise StylerigError(f"{path}: a {fmt} image can be at most {limit} px a side but this one would be {w}x{h}; "
                             "write a .png (or shrink the photo)")
@@ -368,7 +369,7 @@ def load_extras(path: str | os.PathLike) -> PhotoExtras:
         extras = PhotoExtras(icc_profile=img.info.get("icc_profile") or None)
         deep_colour = _png_or_tiff_is_16_bit(img)  # before the pixels load (loading clears img.tile)
         orientation = img.getexif().get(0x0112, 1)
-        shown = ImageOps.exif_transpose(img)
+        shown = ImageOps.exif_transpose(img) if orientation != 1 else img  # an upright photo needs no rotated copy
         if shown.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (shown.mode == "P" and "transparency" in shown.info):
             extras.alpha = np.asarray(shown.convert("RGBA"))[..., 3].copy()
         if shown.mode in ("I;16", "I;16B", "I;16L", "I;16N"):

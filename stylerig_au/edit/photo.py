@@ -134,9 +134,14 @@ def _cache_mismatch(record: dict, G, digest: str, config, face: int | None = Non
     why = latent_mismatch(record, G.name, digest, face or 0, None if any_settings else config)
     if why is None and record.get("transform") is None:
         why = "holds a latent of the photo used as an aligned face (no paste-back)"
-    if why is not None and "other settings" in why:
-        why += "; leave out --steps/--lr to reuse it"
+    if why is not None and not any_settings and latent_mismatch(record, G.name, digest, face or 0, None) is None:
+        why += "; leave out --steps/--lr to reuse it"  # only the settings differ
     return why
+
+
+def _on_device(record: dict, device) -> dict:
+    """A latent record with float32 ``ws`` on ``device`` and a ``noise`` dict (empty when it has none)."""
+    return {**record, "ws": record["ws"].float().to(device), "noise": record.get("noise") or {}}
 
 
 def load_subject(
@@ -191,8 +196,7 @@ def load_subject(
             raise StylerigError(f"{source}: --face chooses a face of a photo; a latent file holds one face already")
         record = load_latent(source)
         check_latent(G, record, str(source))
-        record = {**record, "ws": record["ws"].float().to(device), "noise": record.get("noise") or {}}
-        return Subject(source, record, source, None, None, False)
+        return Subject(source, _on_device(record, device), source, None, None, False)
 
     photo = load_image(source)  # a clear error for a missing or corrupt photo, before any work
     steps_by_device = config is None
@@ -220,7 +224,7 @@ def load_subject(
             log(steps_note(device))
         record = invert_photo(G, source, latent_path, config, device=device, lpips_model=lpips_model,
                               upsample=upsample, face=face, progress=progress, digest=digest)
-    record = {**record, "ws": record["ws"].float().to(device), "noise": record.get("noise") or {}}
+    record = _on_device(record, device)
     try:
         transform = FaceTransform.from_dict(record["transform"])
     except (KeyError, TypeError, ValueError, IndexError):
