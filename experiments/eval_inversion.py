@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         ident = {}
         for key, distance in (("identity_distance", metrics.identity_distance), ("identity_sface", metrics.sface_distance)):
             try:
-                ident[key] = float(distance(target, recon)[0])
+                ident[key] = float(distance(target, recon, shared_frame=True)[0])  # a photo and its reconstruction
             except Exception as err:  # noqa: BLE001 - no face found in either image: report, don't crash
                 print(f"{res.stem}: {key} unavailable ({err})", file=sys.stderr)
                 ident[key] = float("nan")

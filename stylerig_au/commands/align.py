@@ -56,8 +56,8 @@ def align(photos: tuple[Path, ...], out_dir: Path, size: int, all_faces: bool, u
             digest = sha256_file(path) if path.is_file() else None
             faces = align_file(path, output_size=size, all_faces=all_faces, upsample=upsample)
             stems = [f"{path.stem}_face{k}" if all_faces else path.stem for k in range(len(faces))]
-            outputs = [o for stem in stems for o in _outputs(out_dir, stem)]
-            inputs.refuse_as_outputs(outputs)
+            if all_faces:  # without it the names were checked before the loop
+                inputs.refuse_as_outputs([o for stem in stems for o in _outputs(out_dir, stem)])
             made = [{"source_sha256": digest, **settings, "face_index": k} for k in range(len(faces))]
             for stem, made_k in zip(stems, made):  # every face's files are checked before any is written
                 for out in _outputs(out_dir, stem):
