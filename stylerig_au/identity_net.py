@@ -349,10 +349,20 @@ def load_identity_net(name: str, device: str | torch.device = "cpu") -> Identity
     return IDENTITY_NETS[name](device)
 
 
-def identity_loss(net: IdentityNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The network's distance [N] between the faces of ``a`` and ``b`` (float [N, 3, S, S] in [-1, 1]),
-    both cropped where dlib finds the face's landmarks in ``b`` (no gradient through the landmarks, none
-    into ``b``); 0 for an image where dlib finds no face. Gradients reach ``a``."""
+@dataclass(frozen=True)
+class IdentityReference:
+    """What :func:`identity_loss` compares against, computed once per batch of reference faces:
+    ``affines`` [N, 2, 3] crop maps (from the references' landmarks), ``features`` [N, D] their
+    embeddings (no gradient), ``found`` [N] 1 where dlib found a face, else 0."""
+
+    affines: torch.Tensor
+    features: torch.Tensor
+    found: torch.Tensor
+
+
+def identity_reference(net: IdentityNet, b: torch.Tensor) -> IdentityReference:
+    """The crops and features of the faces ``b`` (float [N, 3, S, S] in [-1, 1]), cropped where dlib finds
+    each face's landmarks (identity for an image without a face, which then counts 0)."""
     from stylerig_au.au.landmarks import landmarks_68
     from stylerig_au.imageio import batch_to_uint8
 
@@ -361,8 +371,17 @@ def identity_loss(net: IdentityNet, a: torch.Tensor, b: torch.Tensor) -> torch.T
         pts = landmarks_68(img)
         found.append(pts is not None)
         affines.append(net.crop_affine(pts) if pts is not None else np.eye(2, 3))
-    aff = torch.as_tensor(np.stack(affines), dtype=a.dtype, device=a.device)
-    fa = net.embed(a, aff)
+    aff = torch.as_tensor(np.stack(affines), dtype=b.dtype, device=b.device)
     with torch.no_grad():
         fb = net.embed(b, aff)
-    return net.distance(fa, fb) * torch.tensor(found, dtype=fa.dtype, device=fa.device)
+    return IdentityReference(aff, fb, torch.tensor(found, dtype=fb.dtype, device=fb.device))
+
+
+def identity_loss(net: IdentityNet, a: torch.Tensor, b: torch.Tensor | IdentityReference) -> torch.Tensor:
+    """The network's distance [N] between the faces of ``a`` and ``b`` (float [N, 3, S, S] in [-1, 1]),
+    both cropped where dlib finds the face's landmarks in ``b`` (no gradient through the landmarks, none
+    into ``b``); 0 for an image where dlib finds no face. Gradients reach ``a``. ``b`` may be its
+    :func:`identity_reference`, computed once when the references do not change (a refinement)."""
+    ref = b if isinstance(b, IdentityReference) else identity_reference(net, b)
+    fa = net.embed(a, ref.affines.to(a.dtype))
+    return net.distance(fa, ref.features) * ref.found.to(fa.dtype)

@@ -70,7 +70,7 @@ def test_differentiable_chip_gives_dlibs_descriptor(net, real_face):
 
 @pytest.mark.parametrize("name,asset,other_face", [("dlib", "dlib-face-recognition", 0.3), ("sface", "sface", 0.3)])
 def test_identity_loss_is_zero_for_the_same_face_and_grows_with_a_change(real_face, name, asset, other_face):
-    from stylerig_au.identity_net import identity_loss, load_identity_net
+    from stylerig_au.identity_net import identity_loss, identity_reference, load_identity_net
     from stylerig_au.imageio import to_tensor
 
     require_asset(asset)
@@ -84,6 +84,8 @@ def test_identity_loss_is_zero_for_the_same_face_and_grows_with_a_change(real_fa
     assert float(loss.detach()) > other_face
     loss.sum().backward()
     assert other.grad is not None and torch.isfinite(other.grad).all() and other.grad.abs().sum() > 0
+    reference = identity_reference(net, base)  # what a refinement computes once
+    torch.testing.assert_close(identity_loss(net, other.detach(), reference), loss.detach())
     blank = torch.zeros(1, 3, 64, 64)  # no face: the term is 0, not an error
     assert float(identity_loss(net, blank + 0.1, blank)) == 0.0
 

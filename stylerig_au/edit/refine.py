@@ -129,7 +129,7 @@ class EditRefiner:
         in :meth:`refine`.
         """
         from stylerig_au.edit.mapper_train import MAX_INTENSITY, region_mask, to_side
-        from stylerig_au.identity_net import identity_loss
+        from stylerig_au.identity_net import identity_loss, identity_reference
         from stylerig_au.invert import render
 
         s = self.settings
@@ -162,6 +162,7 @@ class EditRefiner:
             base_aus = self.student(base)
         target = (base_aus + change_r).clamp(0, MAX_INTENSITY)
         keep_mask = 1 - region_mask([[aus[int(j)] for j in row.nonzero().flatten()] for row in on_r], s.side, device=device)
+        identity_base = identity_reference(self.face_net, base) if s.identity > 0 else None  # crops and features, once
         outside_base = None  # the masked face's LPIPS features, computed once when the model allows it
         if s.outside > 0 and hasattr(self.lpips, "distance_to_features"):
             with torch.no_grad():
@@ -196,7 +197,7 @@ class EditRefiner:
                 losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
                 total = total + s.colour * losses["colour"]
             if s.identity > 0:
-                losses["identity"] = identity_loss(self.face_net, edit, base).mean()
+                losses["identity"] = identity_loss(self.face_net, edit, identity_base).mean()
                 total = total + s.identity * losses["identity"]
             # only u's gradient: no weight gradients are computed or left on G, the student or the nets
             (u.grad,) = torch.autograd.grad(total, [u])
