@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import batch_to_uint8, save_image
-    from stylerig_au.metrics import identity_distance, sface_distance
+    from stylerig_au.metrics import identity_distances
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import label_images
 
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             change = edit_aus - base_aus
             k = det_aus.index(au)
             edit_small = F.interpolate(edit, size=512, mode="area")
-            ident = float(identity_distance(base_small, edit_small, shared_frame=True)[0])
-            ident_sface = float(sface_distance(base_small, edit_small, device=device, shared_frame=True)[0])
+            both = identity_distances(base_small, edit_small, device=device, shared_frame=True)
+            ident, ident_sface = float(both["dlib"][0]), float(both["sface"][0])
             rows.append({"seed": args.seed_start + f, "au": au, "achieved": float(change[k]),
                          "drift": float(np.abs(np.delete(change, k)).mean()), "identity_distance": ident,
                          "geometry_motion": float(au_motion(base_marks, edit_label["landmarks"], au)[0]),

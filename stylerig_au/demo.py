@@ -88,7 +88,7 @@ def run_demo(
     from stylerig_au.edit.media import captioned_grid
     from stylerig_au.imageio import load_image, save_image, to_uint8
     from stylerig_au.invert import InvertConfig, invert_files, load_latent, render_latent
-    from stylerig_au.metrics import identity_distance, lpips, sface_distance
+    from stylerig_au.metrics import identity_distances, lpips
     from stylerig_au.models import load_generator
 
     out = Path(out_dir)
@@ -136,8 +136,9 @@ def run_demo(
 
     tick = time.perf_counter()
     result.metrics["lpips_vgg_256"] = float(lpips(aligned_face, recon)[0])
-    result.metrics["identity_distance"] = float(identity_distance(aligned_face, recon, shared_frame=True)[0])  # dlib's, the judge
-    result.metrics["identity_sface"] = float(sface_distance(aligned_face, recon, device=device, shared_frame=True)[0])
+    both = identity_distances(aligned_face, recon, device=device, shared_frame=True)
+    result.metrics["identity_distance"] = float(both["dlib"][0])  # dlib's, the judge
+    result.metrics["identity_sface"] = float(both["sface"][0])
     result.seconds["metrics"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -180,18 +180,18 @@ def _paired_boxes(xs: list[np.ndarray], ys: list[np.ndarray], what: str, shared_
         yield bx, dy[0][0] if dy else bx
 
 
-def identity_distance(a, b, shared_frame: bool = False) -> np.ndarray:
+def identity_distance(a, b, shared_frame: bool = False, boxes: list | None = None) -> np.ndarray:
     """Euclidean distance between dlib face descriptors of paired images, float64 [N] (faces and
-    ``shared_frame`` as :func:`_paired_boxes`)."""
+    ``shared_frame`` as :func:`_paired_boxes`; ``boxes``: its result when already found)."""
     xs, ys = _uint8_images(a), _uint8_images(b)
-    boxes = list(_paired_boxes(xs, ys, "identity distance", shared_frame))
+    boxes = boxes if boxes is not None else list(_paired_boxes(xs, ys, "identity distance", shared_frame))
     return np.array([float(np.linalg.norm(face_descriptor(x, bx) - face_descriptor(y, by)))
                      for (x, y), (bx, by) in zip(zip(xs, ys), boxes)])
 
 
-def sface_distance(a, b, device: str | torch.device = "cpu", shared_frame: bool = False) -> np.ndarray:
+def sface_distance(a, b, device: str | torch.device = "cpu", shared_frame: bool = False, boxes: list | None = None) -> np.ndarray:
     """Cosine distance between SFace features of paired images, float64 [N] (faces and ``shared_frame``
-    as :func:`_paired_boxes`).
+    as :func:`_paired_boxes`; ``boxes``: its result when already found).
 
     Each face is cropped on the ArcFace template from its own dlib landmarks (:func:`stylerig_au.sface.crop_affine`).
     """
@@ -200,7 +200,8 @@ def sface_distance(a, b, device: str | torch.device = "cpu", shared_frame: bool 
     from stylerig_au.sface import load_sface
 
     xs, ys = _uint8_images(a), _uint8_images(b)
-    boxes = list(_paired_boxes(xs, ys, "SFace identity distance", shared_frame))  # a photo without a face fails before the load
+    if boxes is None:  # a photo without a face fails before the load
+        boxes = list(_paired_boxes(xs, ys, "SFace identity distance", shared_frame))
     net = SFaceIdentity(load_sface(device=device))
     out = []
     for (x, y), (bx, by) in zip(zip(xs, ys), boxes):
@@ -213,6 +214,14 @@ def sface_distance(a, b, device: str | torch.device = "cpu", shared_frame: bool 
     return np.array(out)
 
 
+def identity_distances(a, b, device: str | torch.device = "cpu", shared_frame: bool = False) -> dict[str, np.ndarray]:
+    """Both identity distances of paired images, float64 [N] each: ``{"dlib": ..., "sface": ...}``
+    (:func:`identity_distance`, :func:`sface_distance`), with each pair's faces found once."""
+    xs, ys = _uint8_images(a), _uint8_images(b)
+    boxes = list(_paired_boxes(xs, ys, "identity distance", shared_frame))
+    return {"dlib": identity_distance(a, b, boxes=boxes), "sface": sface_distance(a, b, device=device, boxes=boxes)}
+
+
 def compare(a, b, lpips_size: int | None = 256, identity: bool = True) -> dict[str, float]:
     """All metrics for one pair of images (means over a batch) as a plain dict."""
     out = {
@@ -222,6 +231,6 @@ def compare(a, b, lpips_size: int | None = 256, identity: bool = True) -> dict[s
         "lpips": float(lpips(a, b, size=lpips_size).mean()),
     }
     if identity:  # named for their networks; dlib's is the evaluations' identity_distance
-        out["identity_dlib"] = float(identity_distance(a, b).mean())
-        out["identity_sface"] = float(sface_distance(a, b).mean())
+        both = identity_distances(a, b)
+        out["identity_dlib"], out["identity_sface"] = float(both["dlib"].mean()), float(both["sface"].mean())
     return out

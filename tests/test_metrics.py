@@ -124,3 +124,19 @@ def test_identity_needs_a_face_in_each_image(celeb, tmp_path, monkeypatch, capsy
     rows = json.loads(captured.out)
     assert [Path(r["a"]).name for r in rows] == ["face.png"] and rows[0]["identity_dlib"] == 0
     assert "no face found in other.png" in captured.err and "1 of 2 pairs" in captured.err
+
+
+def test_identity_distances_find_each_face_once_and_match_the_single_distances(celeb, monkeypatch):
+    """identity_distances: the same numbers as identity_distance and sface_distance, with one face search per pair."""
+    from stylerig_au import align
+
+    require_asset("sface")
+    a, b = celeb[0], np.ascontiguousarray(celeb[0][:, ::-1])
+    single = {"dlib": metrics.identity_distance(a, b), "sface": metrics.sface_distance(a, b)}
+    calls = []
+    real = align.detect_faces
+    monkeypatch.setattr(align, "detect_faces", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    both = metrics.identity_distances(a, b)
+    assert len(calls) == 2  # one search in each image of the pair
+    for key in ("dlib", "sface"):
+        np.testing.assert_allclose(both[key], single[key], rtol=1e-6)
