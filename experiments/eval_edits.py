@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="an expressible_aus.py result: summarise over the AUs the generator can express at +amount "
                          "(default: the directions' linearly expressed AUs)")
     ap.add_argument("--no-attributes", action="store_true", help="skip the age/gender judge")
+    ap.add_argument("--local", action="store_true",
+                    help="keep each edit to its AU's face region (stylerig_au.edit.local: blended inside the generator)")
+    ap.add_argument("--gain", type=float, default=1.0,
+                    help="ask each edit for gain × amount (still scored against amount): how far a method can go")
+    ap.add_argument("--local-from", type=int, default=16, metavar="RES",
+                    help="with --local: blend after every feature layer from this resolution up")
     ap.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RESULT",
                     help="instead of editing: print the summary of stored results (over --expressible's AUs)")
     add_face_set_arguments(ap)
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.directions import load_default_directions
+    from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import batch_to_uint8, save_image
@@ -187,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                     row_tiles.append(np.zeros_like(base_u8[0]))
                 continue
             tick = time.perf_counter()
-            edited_ws = editor.edit(ws, AU(au, args.amount))
-            edit_u8, edit = render(edited_ws)
+            edited_ws = editor.edit(ws, AU(au, args.amount * args.gain))
+            if args.local:
+                mask = torch.from_numpy(region_mask(base_marks[0], [au], MASK_SIDE, G.resolution))[None, None]
+                with torch.no_grad():
+                    edit = render_local(G, ws, edited_ws, mask.to(device), from_resolution=args.local_from).clamp(-1, 1)
+                edit_u8 = batch_to_uint8(edit)
+            else:
+                edit_u8, edit = render(edited_ws)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - tick)
@@ -247,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
         **described, "amount": args.amount, "psi": args.psi,
+        "local_from_resolution": args.local_from if args.local else None, "gain": args.gain,
         "faces": args.faces, "held_out_seed_start": args.seed_start, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "expressed_from": str(args.expressible) if args.expressible is not None else "directions (linear read-out R²)",
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),

@@ -31,6 +31,8 @@ DEMO_EDITS: dict[str, str] = {
     "smile_mapper": "AU6 + AU12 by the AU-conditioned mapper (instead of the linear directions)",
 }
 
+DEMO_LOCAL = True  # the demo's edits are kept to their AUs' face region, as `stylerig-au edit` renders them by default
+
 # The labelled before/after picture (the photo's face region, unedited and edited, pasted back), its layout, and
 # the record beside it (captions, inputs, sha256) that tests/test_demo_picture.py checks the README's copy against.
 BEFORE_AFTER = "before_after.jpg"
@@ -198,7 +200,7 @@ def picture_inputs(photo: np.ndarray, generator: str, steps: int, device: str, p
 
     pixels = hashlib.sha256(repr(photo.shape).encode() + np.ascontiguousarray(photo).tobytes()).hexdigest()
     inputs = {"photo": "astronaut" if photo_path is None else Path(photo_path).name, "photo_pixels_sha256": pixels,
-              "generator": generator, "steps": steps, "lr": QUICK_LR, "device": device}
+              "generator": generator, "steps": steps, "lr": QUICK_LR, "device": device, "local_edits": DEMO_LOCAL}
     for kind in ("au-directions", "au-mapper"):
         name = f"{kind}-{generator}"
         if name in pretrained.OWN_ASSETS:
@@ -274,13 +276,14 @@ def _demo_edits(G, record: dict, original: np.ndarray, transform, out: Path, ste
     except StylerigError as err:
         result.not_done.append(f"AU editing: no learned AU directions for {G.name} yet ({err}); no edited image is written")
         return {}
-    editor = Editor(G, directions)
+    editor = Editor(G, directions, local=DEMO_LOCAL)
     edits = demo_edits()
     editors = {name: editor for name in edits if not name.endswith("_mapper")}
     try:
         from stylerig_au.edit.mapper import load_default_mapper
 
-        editors["smile_mapper"] = Editor(G, method="mapper", mapper=load_default_mapper(G, device=device))
+        editors["smile_mapper"] = Editor(G, method="mapper", mapper=load_default_mapper(G, device=device),
+                                         local=DEMO_LOCAL)
     except StylerigError as err:
         del edits["smile_mapper"]
         result.not_done.append(f"AU mapper: none for {G.name} ({err}); the demo edits use the linear directions only")
@@ -304,11 +307,21 @@ def _demo_edits(G, record: dict, original: np.ndarray, transform, out: Path, ste
         return pasted_all
     # How much did the AUs move? OpenFace on the rendered faces (a detector the directions may have learned from).
     try:
-        before = measure(editor.render(latent))
+        before = measure(editor.render(latent))  # (unedited: the same render with or without locality)
     except StylerigError as err:
         result.not_done.append(f"measuring the edits' AU change with OpenFace (on the reconstruction): {err}")
         return pasted_all
+    from stylerig_au.metrics import identity_distances
+
+    recon = editor.render(latent)
     for name, img in images.items():
+        # Is it still the same person? dlib (the judge) and SFace, edited face against the unedited reconstruction
+        try:
+            both = identity_distances(recon, img, device=device, shared_frame=True)
+            result.edits[name]["identity_to_reconstruction"] = {"dlib": round(float(both["dlib"][0]), 4),
+                                                               "sface": round(float(both["sface"][0]), 4)}
+        except StylerigError as err:
+            result.not_done.append(f"identity of edit '{name}' to the reconstruction: {err}")
         try:
             after = measure(img)
         except StylerigError as err:

@@ -233,11 +233,14 @@ def _describe(source) -> dict:
     return {"method": source.method, "created": source.created}
 
 
-def make_editor(G, source):
-    """An :class:`~stylerig_au.edit.editor.Editor` for one method: linear directions or an AU mapper."""
+def make_editor(G, source, local: bool = False):
+    """An :class:`~stylerig_au.edit.editor.Editor` for one method: linear directions or an AU mapper;
+    ``local``: its edits are rendered inside their AUs' face region only."""
     from stylerig_au.edit.editor import Editor
 
-    return Editor(G, None, method="mapper", mapper=source) if _is_mapper(source) else Editor(G, source)
+    if _is_mapper(source):
+        return Editor(G, None, method="mapper", mapper=source, local=local)
+    return Editor(G, source, local=local)
 
 
 def naive_directions(linear: LinearDirections, readouts=None) -> LinearDirections:
@@ -462,7 +465,7 @@ def _check_run(out: Path, settings: dict) -> None:
 def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Sequence[NamedEdit],
              methods: dict[str, Any], out: str | os.PathLike, *, instruments: Instruments | None = None,
              settings: dict | None = None, face_names: Sequence[str] | None = None, progress: bool = True,
-             device: str | torch.device = "cpu", log: Callable[[str], None] | None = None) -> EvalResult:
+             device: str | torch.device = "cpu", log: Callable[[str], None] | None = None, local: bool = False) -> EvalResult:
     """Edit every face with every edit and method, measure, and write the report into ``out``.
 
     Args:
@@ -477,6 +480,7 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
             ``grid.png``, ``thumbs/``.
         instruments: the measures (default :func:`default_instruments`, loaded only if a row is missing).
         settings: plain settings that identify the run (a rerun with other ones is refused).
+        local: render every edit inside its AUs' face region only (:mod:`stylerig_au.edit.local`).
     Returns:
         :class:`EvalResult`.
     Raises:
@@ -497,7 +501,7 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
         raise StylerigError("no edits to evaluate")
     if not methods:
         raise StylerigError("no methods to evaluate")
-    editors = {m: make_editor(G, d) for m, d in methods.items()}
+    editors = {m: make_editor(G, d, local) for m, d in methods.items()}
     for name, editor in editors.items():
         for named in edits:
             try:
@@ -549,7 +553,7 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
                 editor = editors[method]
                 tick = time.perf_counter()
                 ws = editor.edit(record, named.edit, current_aus=current if not named.edit.is_relative else None)
-                image = editor.render(record, ws=ws[None])
+                image = editor.render(record, named.edit, ws=ws[None])
                 if str(device).startswith("cuda"):
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - tick

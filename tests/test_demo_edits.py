@@ -63,9 +63,19 @@ def test_with_a_mapper_the_demo_adds_a_mapper_smile(tiny_stylegan2, tmp_path, mo
     monkeypatch.setattr(mapper_module, "load_default_mapper", lambda G, device="cpu": mapper)
     monkeypatch.setattr(photo_module.OpenFaceMeasure, "__call__",
                         lambda self, images: {a: images.mean(dim=(1, 2, 3)) for a in (1, 2, 4, 6, 12, 26)})
+    pairs = []
+
+    def fake_identity(a, b, device="cpu", shared_frame=False):  # a random generator draws no face for dlib
+        pairs.append((a, b))
+        return {"dlib": np.array([0.25]), "sface": np.array([0.125])}
+
+    monkeypatch.setattr("stylerig_au.metrics.identity_distances", fake_identity)
     result = demo.DemoResult(out_dir=tmp_path)
     pasted = demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None)
     assert list(result.edits) == list(pasted) == ["smile", "brow_lowerer", "jaw_drop", "brow_raise", "smile_mapper"]
     assert not result.not_done
+    # every edit's identity is measured against the unedited reconstruction (the same first image each time)
+    assert all(result.edits[n]["identity_to_reconstruction"] == {"dlib": 0.25, "sface": 0.125} for n in result.edits)
+    assert len(pairs) == 5 and all(a is pairs[0][0] for a, _ in pairs)
     # an untrained mapper edits exactly like the linear directions it starts from
     assert np.abs(pasted["smile"].astype(int) - pasted["smile_mapper"]).max() <= 1

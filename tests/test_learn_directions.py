@@ -204,3 +204,90 @@ def test_identity_kept_gives_leading_principal_components_of_the_face_features(m
     assert np.allclose(kept.mean(0), 0, atol=1e-9)
     assert (np.diff(kept.var(0)) <= 1e-12).all()  # leading components first
     assert np.allclose(seen["landmarks"][0], 3.5)
+
+
+def test_a_local_measure_gets_each_au_and_keys_its_own_cache(tiny_stylegan2, tmp_path, monkeypatch):
+    from stylerig_au.edit import learn as learn_module
+
+    G = tiny_stylegan2
+    measure, _, _ = _slot_readout_measure(G)
+    seen = []
+
+    class FakeLocal(learn_module.LocalOpenFaceMeasure):
+        def __init__(self) -> None:  # no detector, no rendering: the synthetic read-out at half strength
+            pass
+
+        def __call__(self, ws, au=None):
+            seen.append(au)
+            return 0.5 * measure(ws)
+
+    probes = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(3)))[:, None].repeat(1, G.num_ws, 1)
+    cache = tmp_path / "cache.json"
+    plain, plain_results = learn_directions(G, _samples(G.w_dim), measure, probe_ws=probes, cache=cache, progress=False)
+    local, local_results = learn_directions(G, _samples(G.w_dim), FakeLocal(), probe_ws=probes, cache=cache, progress=False)
+    assert seen[0] is None and set(seen[1:]) == set(AUS)  # the unedited probes once, then every edit with its AU
+    assert local.meta["calibrated_local"] and not plain.meta["calibrated_local"]
+    assert "face region" in local.method and "face region" not in plain.method
+    # measured on its own (weaker) renders, not read from the global run's cache: larger steps for +2
+    for p, q in zip(plain_results, local_results):
+        assert q.achieved_before_calibration == pytest.approx(p.achieved_before_calibration / 2, rel=0.05)
+        assert q.scale > p.scale * 1.5 or q.step_capped
+
+
+def test_local_measure_reads_edits_of_its_probes_in_their_regions(tiny_stylegan2, monkeypatch):
+    from stylerig_au.edit import learn as learn_module
+    from stylerig_au.edit import local as local_module
+    from tests.test_local_edit import mean_face
+
+    G = tiny_stylegan2
+    probes = torch.zeros(2, G.num_ws, G.w_dim)
+    detector = type("D", (), {"aus": tuple(AUS)})()
+    m = learn_module.LocalOpenFaceMeasure(G, detector, probes)
+    m._landmarks = np.stack([mean_face(G.resolution) - 0.5, np.full((68, 2), np.nan)]).astype(np.float32)
+    masks = []
+
+    def fake_render_local(G_, base, edit, mask, from_resolution=16):
+        masks.append(mask)
+        return torch.zeros(1, 3, G.resolution, G.resolution)
+
+    monkeypatch.setattr(local_module, "render_local", fake_render_local)
+    monkeypatch.setattr(learn_module, "label_images", lambda images, det: {"aus": np.full((len(images), K), 2.5, np.float32)})
+    out = m(probes + 1.0, au=12)
+    assert out.shape == (2, K) and (out[0] == 2.5).all() and np.isnan(out[1]).all()  # no face: NaN row
+    assert len(masks) == 1 and masks[0].shape[-2:] == (local_module.MASK_SIDE, local_module.MASK_SIDE)
+    with pytest.raises(StylerigError, match="its own probe latents"):
+        m(torch.zeros(3, G.num_ws, G.w_dim), au=12)
+
+
+def test_attribute_values_read_each_found_sample_with_the_judge() -> None:
+    """Age and gender log-odds per sample from the stored 256² images, with boxes from the stored landmarks."""
+    from stylerig_au.attributes import Attributes
+    from stylerig_au.au.landmarks import landmarks_68
+    from stylerig_au.edit.learn import attribute_values, attributes_kept
+    from stylerig_au.imageio import load_image
+    from tests.helpers import require_asset
+    from tests.test_attributes import dev_photos
+
+    require_asset("dlib-landmarks-5")
+    require_asset("dlib-landmarks-68")
+    photo = load_image(dev_photos()[0])  # 1024² aligned: stands for a generator render at resolution 1024
+    marks = landmarks_68(photo)
+    small = torch.nn.functional.interpolate(torch.from_numpy(photo).permute(2, 0, 1)[None].float(), size=256, mode="area")
+    n = 3
+    meta = {"generator": "g", "aus": AUS}
+    found = torch.tensor([True, False, True])
+    samples = Samples(meta, torch.arange(n), torch.zeros(n, 8), torch.zeros(n, K), torch.zeros(n, 3),
+                      torch.from_numpy(np.stack([marks] * n)).float(), found, small.round().to(torch.uint8).repeat(n, 1, 1, 1))
+    calls = []
+
+    class FakeJudge:
+        def judge_chips(self, age_chips, gender_chips):
+            calls.append((len(age_chips), age_chips[0].shape, gender_chips[0].shape))
+            return Attributes(age=np.array([30.0, 41.0]), male_prob=np.array([0.5, 1.0]))
+
+    values = attribute_values(samples, 1024, FakeJudge())
+    assert calls == [(2, (64, 64, 3), (32, 32, 3))]  # one batch of the two samples with a face
+    assert values.shape == (3, 2) and np.isnan(values[1]).all()
+    assert values[0].tolist() == [30.0, 0.0] and values[2, 0] == 41.0 and values[2, 1] == pytest.approx(8.0)  # log-odds clipped
+    kept = attributes_kept(1024, FakeJudge())
+    assert kept.values(samples).shape == (3, 2) and "age and gender" in kept.description

@@ -21,6 +21,7 @@ from stylerig_au.errors import StylerigError
 # The face networks of stylerig_au.identity_net.IDENTITY_NETS, named here so the CLI imports no torch
 # (a test keeps the two lists equal); the first is the default training identity term.
 IDENTITY_NET_CHOICES = ("sface", "dlib")
+LOCAL_DEFAULT = True  # edits are kept to their AUs' face region unless --global (experiments/RESULTS.md §2)
 
 AU_HELP = ("AU change or target; repeatable, comma lists allowed. Changes: 12=+2 (AU12 up 2 intensity steps on the "
            "0-5 scale), 4=-1, smile=0.5. Absolute targets: 4=@3 (AU4 TO intensity 3; the current intensity is "
@@ -54,6 +55,10 @@ def common_options(f: Callable) -> Callable:
                      help="Face detector upsampling (for small faces)."),
         click.option("--face", type=click.IntRange(0), default=None,
                      help="For a photo with several faces: edit face K (0 = leftmost; `align --all-faces` writes each)."),
+        click.option("--local/--global", "local", default=LOCAL_DEFAULT, show_default=True,
+                     help="Keep each edit to the face region of its AUs (brows, eyes, nose, mouth and chin, from the face's "
+                          "landmarks), blended inside the generator, so hair, background and the rest of the face stay as they "
+                          "were; --global lets the edit change the whole picture."),
         click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP),
         click.option("--overwrite", is_flag=True,
                      help="Replace a cached latent <stem>.pt that cannot be reused (another photo's, other --steps/--lr, "
@@ -75,7 +80,7 @@ class Session:
 
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
-          device: str, face: int | None = None, measures: bool = False, refine: int = 0,
+          device: str, face: int | None = None, local: bool = LOCAL_DEFAULT, measures: bool = False, refine: int = 0,
           refine_colour: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
           extra_outputs: tuple[Path | None, ...] = (), check_output: Callable[[tuple[int, int]], None] | None = None) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
@@ -89,6 +94,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     ``check_output(size)``: raises StylerigError when the output cannot be written for a result of
     ``size`` (width, height): the photo's size, or the generator's resolution for a latent file. It is
     called before the inversion (and, for a photo, before the generator loads).
+
+    ``local``: render each edit inside its AUs' face region only (:mod:`stylerig_au.edit.local`).
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
@@ -148,7 +155,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour,
                                                                   identity_net=refine_identity_net),
                                progress=True)
-    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner)
+    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner, local=local)
     editor.check_aus(aus_in_use)
     # No --steps/--lr: load_subject chooses the steps by device and says which before it inverts a photo.
     config = quick_config(steps, device, lr) if steps is not None or lr is not None else None

@@ -57,7 +57,7 @@ def animate(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], o
     path = editor.interpolate(subject.record, change, frames)
     images = []
     for ws in tqdm(path, desc="animate", unit="frame", leave=False):
-        images.append(media.fit_size(compose(subject, render_ws(editor, subject, ws)), max_side))
+        images.append(media.fit_size(compose(subject, render_ws(editor, subject, ws, change)), max_side))
     if boomerang:
         images = media.boomerang(images)
     media.write_animation(out, images, fps)

@@ -35,12 +35,15 @@ from stylerig_au.outputs import refuse_inputs_as_outputs
               help="AU estimator that measures the probe edits: OpenFace, or the student the mapper was trained with "
                    "(keeps OpenFace an independent judge).")
 @click.option("--max-gain", default=2.5, show_default=True, type=FiniteFloat(1, 100), help="Largest gain an AU may get (weak AUs stop there).")
+@click.option("--local/--global", "local", default=False, show_default=True,
+              help="Measure the probe edits kept to their AUs' face region (as `edit` renders them by default; OpenFace "
+                   "only) rather than edits of the whole picture.")
 @click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the probe latents.")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: int, step: float, estimator: str, max_gain: float,
-                     psi: float, generator_spec: str, device: str, accept_license: bool) -> None:
+                     local: bool, psi: float, generator_spec: str, device: str, accept_license: bool) -> None:
     """Rescale the AU mapper's per-AU inputs so that OpenFace (or the student) measures the asked-for change."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.vocab import AU_NUMBERS
@@ -53,6 +56,8 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
+    if local and estimator != "openface":
+        raise StylerigError("--local calibrates with OpenFace only; leave out --estimator student")
     refuse_inputs_as_outputs([out], [mapper_path, Path(generator_spec)])  # the overwrite rule, before any work
     device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
@@ -64,16 +69,20 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
         detector = make_detector("openface", accept_license=accept_license).to(device)
         measure, measured_aus = learn.openface_measure(G, detector), list(AU_NUMBERS)
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
+    if local:
+        measure = learn.LocalOpenFaceMeasure(G, detector, probe_ws)
     clamp = (GAIN_CLAMP[0], max_gain)
-    # the cache is per estimator: the same settings measured with the other one must not resume from it
-    cache = out.with_name(f"{out.stem}.calibration-cache{'' if estimator == 'openface' else '-' + estimator}.json")
+    # the cache is per estimator and rendering: other measurements of the same settings must not resume from it
+    kind = ("" if estimator == "openface" else "-" + estimator) + ("-local" if local else "")
+    cache = out.with_name(f"{out.stem}.calibration-cache{kind}.json")
     results = run(mapper, measure, probe_ws, measured_aus=measured_aus, step=step, rounds=rounds,
                   clamp=clamp, cache=cache, log=click.echo)
     command = "stylerig-au " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["calibrate-mapper"] else \
         f"stylerig-au calibrate-mapper --out {out.name} --probes {probes} --rounds {rounds}"
     meta = dict(mapper.meta)
     meta["calibration"] = calibration_meta(results, command=command, probes=probes, probe_seed_start=PROBE_SEED_START,
-                                           psi=psi, step=step, rounds=rounds, clamp=list(clamp), detector=estimator)
+                                           psi=psi, step=step, rounds=rounds, clamp=list(clamp), detector=estimator,
+                                           local=local)
     save_mapper(mapper.cpu(), out, G.name, meta)
     load_mapper(out, G)  # read back: what is written must load
     card = write_mapper_card(out, G.name, meta, mapper.config)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from stylerig_au.commands._editing import LOCAL_DEFAULT
 from stylerig_au.commands._numbers import PSI, SEED
 from stylerig_au.commands._paths import OutputFolder
 from stylerig_au.devices import HELP as DEVICE_HELP
@@ -42,10 +43,12 @@ from stylerig_au.errors import StylerigError
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True,
               help="Generator name or checkpoint path.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Inversion steps for photos [default: 60 on a CPU, 500 on CUDA].")
+@click.option("--local/--global", "local", default=LOCAL_DEFAULT, show_default=True,
+              help="Render each edit inside its AUs' face region only (as `edit` does by default), or over the whole picture.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, psi: float, edits_text: str, methods_text: str,
              out: Path, mapper_path: Path | None, directions_path: Path | None, data_dir: Path | None, generator_spec: str, steps: int | None,
-             device: str) -> None:
+             local: bool, device: str) -> None:
     """Edit faces with each edit and method, measure the results with OpenFace and dlib, write a report.
 
     \b
@@ -91,6 +94,8 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
             dirs[m] = ev.naive_directions(linear, readouts)
     # settings that make rows comparable (a rerun with other ones is refused); 'faces' is only informative
     settings: dict = {"faces": f"{generated} generated from seed {seed_start}" if generated else str(photos_dir)}
+    if local:  # not written for --global, so the folders of earlier (global) runs stay resumable
+        settings["local"] = True
     if photos:
         config = quick_config(steps, device)
         settings["inversion"] = config.schedule_key()
@@ -104,7 +109,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
         faces = ev.generated_faces(G, generated, seed_start=seed_start, psi=psi, device=device)
         names = [f.name for f in faces]
     result = ev.evaluate(G, faces, edits, dirs, out, settings=settings, face_names=names, device=device,
-                         log=lambda m: click.echo(m, err=True))
+                         log=lambda m: click.echo(m, err=True), local=local)
     o = result.report["overall"]
     click.echo(f"{result.made} rows measured, {result.skipped} reused; {o['measured']} of {o['rows']} usable"
                + (f"; {len(result.failed)} face(s) skipped (see above)" if result.failed else ""))

@@ -42,25 +42,29 @@ def default_data_dir(generator: str) -> Path:
               help="What the directions are fitted to: OpenFace's AU intensities, or only their shape term (from the "
                    "landmarks' 3D shape fit), which texture such as a beard or glasses cannot satisfy. Both are "
                    "calibrated with OpenFace so that +2 measures about +2.")
-@click.option("--keep", "keep_name", type=click.Choice(["nothing", "identity", "texture", "texture-others"]), default="nothing",
-              show_default=True,
+@click.option("--keep", "keep_name", type=click.Choice(["nothing", "identity", "texture", "texture-others", "attributes"]),
+              default="nothing", show_default=True,
               help="Also keep fixed: identity (the 16 leading principal components of SFace's face features; dlib stays the "
                    "judge), texture (the texture term of OpenFace's reading of every AU), or texture-others (of the other "
-                   "AUs only). Each needs the samples' stored images.")
+                   "AUs only), or attributes (the age and gender the age/gender judge reads). Each needs the samples' "
+                   "stored images.")
 @click.option("--max-step-sigmas", default=6.0, show_default=True, type=FiniteFloat(1.0, 20.0),
               help="A +2 edit moves w at most this many sample standard deviations along its direction (directions "
                    "that keep more fixed are longer and may need more room; larger values risk broken faces).")
+@click.option("--local/--global", "local", default=False, show_default=True,
+              help="Calibrate the step sizes on edits kept to their AUs' face region (as `edit` renders them by default) "
+                   "rather than on edits of the whole picture.")
 @click.option("--out", "out_file", required=True, type=OutputFile(),
               help="Directions file to write (.pt); a model card (.md) and a preview grid (_preview.png) go beside it.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--accept-license", is_flag=True, help="Accept the OpenFace models' non-commercial licence if they must be fetched.")
 def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: int, build_workers: int, psi: float, probes: int,
-                     condition_aus: bool, target_name: str, keep_name: str, max_step_sigmas: float, out_file: Path, device: str,
+                     condition_aus: bool, target_name: str, keep_name: str, max_step_sigmas: float, local: bool, out_file: Path, device: str,
                      accept_license: bool) -> None:
     """Learn one linear W direction per AU from generator samples labelled by the OpenFace estimator."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.edit.card import write_card, write_preview
-    from stylerig_au.edit.learn import TARGETS, identity_kept, openface_measure, texture_kept
+    from stylerig_au.edit.learn import TARGETS, LocalOpenFaceMeasure, attributes_kept, identity_kept, openface_measure, texture_kept
     from stylerig_au.edit.learn import learn_directions as learn
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import build_samples, load_samples
@@ -78,13 +82,16 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
     aus = tuple(int(a) for a in samples.meta["aus"])
     keep = {"nothing": None, "identity": identity_kept(G.resolution, 16, "sface"),
             "texture": texture_kept(G.resolution, aus, detector),
-            "texture-others": texture_kept(G.resolution, aus, detector, own_free=True)}[keep_name]
+            "texture-others": texture_kept(G.resolution, aus, detector, own_free=True),
+            "attributes": attributes_kept(G.resolution)}[keep_name]
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
-    directions, results = learn(G, samples, openface_measure(G, detector), probe_ws=probe_ws, keep_aus=condition_aus,
+    measure = LocalOpenFaceMeasure(G, detector, probe_ws) if local else openface_measure(G, detector)
+    directions, results = learn(G, samples, measure, probe_ws=probe_ws, keep_aus=condition_aus,
                                 target=TARGETS[target_name], keep=keep, max_step_sigmas=max_step_sigmas, cache=data_dir / "learn_cache.json", log=click.echo)
     directions.meta["command"] = (f"stylerig-au learn-directions --generator {generator_spec} --samples {num_samples} "
                                   f"--psi {psi} --probes {probes}{'' if condition_aus else ' --no-condition-aus'} --target {target_name} "
-                                  f"--keep {keep_name} --max-step-sigmas {max_step_sigmas:g} --out {out_file.name}")
+                                  f"--keep {keep_name} --max-step-sigmas {max_step_sigmas:g}{' --local' if local else ''} "
+                                  f"--out {out_file.name}")
     directions.save(out_file)
     preview = write_preview(G, directions, out_file.with_name(out_file.stem + "_preview.png"), probe_ws[:1])
     card = write_card(directions, results, out_file.with_suffix(".md"), preview)

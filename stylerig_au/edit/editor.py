@@ -9,13 +9,19 @@ Invert a photo once (``stylerig-au invert`` writes a latent file), then edit it 
 
 With an :class:`~stylerig_au.edit.refine.EditRefiner` every edit is then polished for the face by a
 few optimisation steps against the student AU detector (slow: ~30 s an edit on a CPU).
+
+With ``local=True`` every rendered edit is kept to the face region of its AUs (brows, eyes, nose,
+mouth and chin, from the landmarks of the unedited face), blended inside the generator
+(:mod:`stylerig_au.edit.local`): hair, background and the rest of the face stay as they were.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+import hashlib
 from typing import Any
 
+import numpy as np
 import torch
 
 from stylerig_au.edit.directions import CurrentAUs, LinearDirections
@@ -40,13 +46,17 @@ class Editor:
             ``AU_NUMBERS`` order or a dict), used for absolute targets when no ``current_aus`` is given.
         refiner: optional :class:`~stylerig_au.edit.refine.EditRefiner`; each edit of the method is then
             refined for its face (on the slots the edit's layer restriction allows).
+        local: render each edit only inside the face region of its AUs (:mod:`stylerig_au.edit.local`);
+            the latents :meth:`edit` returns are the same either way, only :meth:`render` differs.
+        local_from: with ``local``, blend from this feature resolution up.
 
     Raises:
         StylerigError: unknown method, a missing mapper or directions, or either made for another generator.
     """
 
     def __init__(self, G, directions: LinearDirections | None = None, method: str = "linear",
-                 measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None, refiner=None) -> None:
+                 measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None, refiner=None,
+                 local: bool = False, local_from: int | None = None) -> None:
         if method not in METHODS:
             raise StylerigError(f"unknown edit method '{method}'; choose one of: {', '.join(METHODS)}")
         if method == "mapper":
@@ -64,6 +74,13 @@ class Editor:
             raise StylerigError("the edit refiner was made for another generator than this editor's")
         self.G, self.directions, self.method, self.measure, self.mapper = G, directions, method, measure, mapper
         self.refiner = refiner
+        from stylerig_au.edit.local import DEFAULT_FROM_RESOLUTION, feature_layers
+
+        if local:
+            feature_layers(G)  # a generator that cannot blend is refused here, not at the first render
+        self.local, self.local_from = bool(local), int(local_from or DEFAULT_FROM_RESOLUTION)
+        self._landmarks: dict[bytes, np.ndarray | str] = {}  # landmarks of unedited renders (or why not), by W+ digest
+        self._warned: set[bytes] = set()
 
     @property
     def aus(self) -> tuple[int, ...]:
@@ -136,10 +153,71 @@ class Editor:
     def render(self, latent: Latent, edit: Edit | None = None, current_aus: CurrentAUs | None = None, *,
                ws: torch.Tensor | None = None) -> torch.Tensor:
         """Images [N, 3, R, R] float32 in [-1, 1] of the latent edited by ``edit`` (or unedited), or of the
-        given ``ws`` (e.g. an interpolation frame) with the latent's noise maps."""
+        given ``ws`` (e.g. an interpolation frame of ``edit``) with the latent's noise maps. A local editor
+        keeps the change to the region of ``edit``'s AUs (``ws`` without ``edit`` renders as it is)."""
         if ws is None:
             ws = self.edit(latent, edit, current_aus) if edit is not None else self._ws(latent)
+        if self.local and edit is not None:
+            return self._synth_local(latent, ws, edit)
         return self._synth(latent, ws)
+
+    def landmarks(self, latent: Latent) -> np.ndarray:
+        """dlib landmarks float64 [N, 68, 2] of the latent's unedited render(s), in pixels of the R² image
+        (found once per latent and kept). Raises StylerigError when a render shows no face."""
+        from stylerig_au.au.landmarks import landmarks_68
+        from stylerig_au.imageio import to_uint8
+
+        ws = self._ws(latent)
+        batch = ws[None] if ws.ndim == 2 else ws
+        key = self._key(batch)
+        if key not in self._landmarks:
+            found: list[np.ndarray] | str = []
+            for k, image in enumerate(self._synth(latent, batch)):
+                marks = landmarks_68(to_uint8(image), detect_max_side=512)
+                if marks is None:
+                    found = (f"a local edit needs the face's landmarks, but no face is found in rendered face "
+                             f"{k + 1} of {len(batch)}")
+                    break
+                found.append(marks + 0.5)  # dlib pixel indices -> continuous coordinates (pixel centres at +0.5)
+            if len(self._landmarks) > 64:
+                self._landmarks.clear()
+            self._landmarks[key] = found if isinstance(found, str) else np.stack(found)
+        if isinstance(self._landmarks[key], str):
+            raise StylerigError(self._landmarks[key])
+        return self._landmarks[key]
+
+    @staticmethod
+    def _key(ws: torch.Tensor) -> bytes:
+        return hashlib.sha1(ws.detach().float().cpu().numpy().tobytes()).digest()
+
+    def _synth_local(self, latent: Latent, ws: torch.Tensor, edit: Edit) -> torch.Tensor:
+        from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
+
+        base = self._ws(latent)
+        base = base[None] if base.ndim == 2 else base
+        batch = ws[None] if ws.ndim == 2 else ws
+        if batch.shape[0] != base.shape[0]:
+            base = base.expand(batch.shape[0], -1, -1)
+        aus = list(edit)
+        try:
+            marks = self.landmarks(latent)
+        except StylerigError as err:  # e.g. a latent of a generator that draws no faces: the plain render is still useful
+            if self._key(base) not in self._warned:  # once per latent, not once per animation frame
+                import warnings
+
+                from stylerig_au.errors import StylerigWarning
+
+                self._warned.add(self._key(base))
+                warnings.warn(f"{err}; its edits are rendered without locality", StylerigWarning, stacklevel=3)
+            return self._synth(latent, batch)
+        if len(marks) != len(batch):
+            marks = np.repeat(marks[:1], len(batch), axis=0)
+        masks = torch.from_numpy(np.stack([region_mask(m, aus, MASK_SIDE, self.G.resolution) for m in marks]))[:, None]
+        noise = latent.get("noise") if isinstance(latent, Mapping) else None
+        device = batch.device
+        with torch.no_grad():
+            return render_local(self.G, base.to(device), batch, masks.to(device),
+                                {k: v.to(device) for k, v in (noise or {}).items()}, self.local_from).clamp(-1, 1)
 
     def interpolate(self, latent: Latent, edit: Edit, steps: int, current_aus: CurrentAUs | None = None) -> list[torch.Tensor]:
         """``steps`` W+ frames from the latent (first, bit-identical) to the full edit (last, bit-identical);

@@ -207,6 +207,36 @@ def identity_kept(resolution: int, components: int = 16, net: str = "sface") -> 
                           values)
 
 
+def attribute_values(samples: Samples, resolution: int, judge=None) -> np.ndarray:
+    """Judged age (years) and gender logit (log-odds of P(male), clipped to ±8) of every sample,
+    float64 [N, 2] (NaN rows where no face was found), read from the stored images with the box of the
+    stored landmarks (:mod:`stylerig_au.attributes`)."""
+    from stylerig_au.attributes import face_chips, load_judge
+
+    judge = judge if judge is not None else load_judge()
+    images = samples.images
+
+    def read(idx: np.ndarray) -> torch.Tensor:
+        marks = stored_landmarks(samples, idx, resolution).numpy()
+        chips = []
+        for i, lm in zip(idx, marks):
+            lo, hi = lm.min(0), lm.max(0)
+            box = tuple(int(round(v)) for v in (lo[0], lo[1], hi[0], hi[1]))
+            chips.append(face_chips(images[i].permute(1, 2, 0).numpy(), box=box))
+        attrs = judge.judge_chips([c.age for c in chips], [c.gender for c in chips])
+        p = np.clip(attrs.male_prob, 1 / (1 + np.exp(8)), 1 / (1 + np.exp(-8)))
+        return torch.from_numpy(np.stack([attrs.age, np.log(p / (1 - p))], 1))
+
+    return _per_face(samples, read, 64, "the judged attributes")
+
+
+def attributes_kept(resolution: int, judge=None) -> KeptQuantities:
+    """Keep the judged age and gender (:func:`attribute_values`) fixed: InterFaceGAN's conditional
+    manipulation, with the age/gender networks of :mod:`stylerig_au.attributes`."""
+    return KeptQuantities("attributes-age-gender", "the judged age and gender (Cydral networks)",
+                          lambda samples: attribute_values(samples, resolution, judge))
+
+
 OPENFACE_TARGET = LabelTarget("openface", "the OpenFace intensities", lambda samples: None)
 GEOMETRY_TARGET = LabelTarget("geometry", "the shape term of OpenFace's reading (landmarks only)", geometry_labels)
 TARGETS = {t.name: t for t in (OPENFACE_TARGET, GEOMETRY_TARGET)}
@@ -332,6 +362,52 @@ def openface_measure(G, detector, batch_size: int = 1) -> Callable[[torch.Tensor
     return lambda ws: measure_aus(G, ws, detector, batch_size)
 
 
+class LocalOpenFaceMeasure:
+    """``measure(ws, au)``: OpenFace intensities float32 [N, 17] of edits of ``probe_ws`` [N, num_ws, w_dim]
+    rendered inside AU ``au``'s face region only (:mod:`stylerig_au.edit.local`), so directions are
+    calibrated for local edits. ``au=None`` renders ``ws`` as it is (the unedited probes). The probes'
+    landmarks are found once, on their unedited renders; a probe without a face reads NaN."""
+
+    def __init__(self, G, detector, probe_ws: torch.Tensor, from_resolution: int | None = None) -> None:
+        from stylerig_au.edit.local import DEFAULT_FROM_RESOLUTION, feature_layers
+
+        feature_layers(G)  # refuse a generator that cannot blend before any work
+        self.G, self.detector, self.probe_ws = G, detector, probe_ws
+        self.from_resolution = from_resolution or DEFAULT_FROM_RESOLUTION
+        self._landmarks: np.ndarray | None = None
+
+    def landmarks(self) -> np.ndarray:
+        """Landmarks float32 [N, 68, 2] of the unedited probes (NaN rows: no face)."""
+        if self._landmarks is None:
+            with torch.no_grad():
+                images = batch_to_uint8(torch.cat([self.G.synthesis(w[None]).clamp(-1, 1) for w in self.probe_ws]))
+            self._landmarks = label_images(images, self.detector)["landmarks"]
+        return self._landmarks
+
+    def __call__(self, ws: torch.Tensor, au: int | None = None) -> np.ndarray:
+        if au is None:
+            return measure_aus(self.G, ws, self.detector)
+        from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
+
+        if ws.shape != self.probe_ws.shape:
+            raise StylerigError("a local measure reads edits of its own probe latents only")
+        out = np.full((len(ws), len(self.detector.aus)), np.nan, np.float32)
+        for k, marks in enumerate(self.landmarks()):
+            if not np.isfinite(marks).all():
+                continue
+            mask = torch.from_numpy(region_mask(marks + 0.5, [au], MASK_SIDE, self.G.resolution))[None, None]
+            with torch.no_grad():
+                img = render_local(self.G, self.probe_ws[k:k + 1], ws[k:k + 1], mask.to(ws.device),
+                                   from_resolution=self.from_resolution).clamp(-1, 1)
+            out[k] = label_images(batch_to_uint8(img), self.detector)["aus"][0]
+        return out
+
+
+def measure_edit(measure: Callable, ws: torch.Tensor, au: int) -> np.ndarray:
+    """``measure(ws, au)`` for a measure that renders per AU (:class:`LocalOpenFaceMeasure`), else ``measure(ws)``."""
+    return measure(ws, au) if isinstance(measure, LocalOpenFaceMeasure) else measure(ws)
+
+
 def student_measure(G, student, batch_size: int = 1, size: int = 256) -> Callable[[torch.Tensor], np.ndarray]:
     """``ws -> AU intensities`` float32 [N, 17] (student AU order) by rendering with G and reading with the student.
 
@@ -361,7 +437,8 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         G: the generator the samples came from.
         samples: :func:`stylerig_au.samples.load_samples` output.
         measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] in the samples' AU order, NaN rows for
-            failures (:func:`openface_measure` renders and reads with OpenFace).
+            failures (:func:`openface_measure` renders and reads with OpenFace; a
+            :class:`LocalOpenFaceMeasure` of ``probe_ws`` calibrates for edits kept to their AUs' region).
         probe_ws: W+ latents [P, num_ws, w_dim] the test edits are measured on (not training samples).
         target: what the read-outs predict (default: the OpenFace intensities, :data:`OPENFACE_TARGET`).
         keep: further per-sample quantities whose read-outs every direction keeps fixed (e.g. an
@@ -387,8 +464,10 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     if cache_path is not None and cache_path.is_file():
         done = read_json(cache_path, "directions cache")
         done = done if isinstance(done, dict) else {}
+    local = isinstance(measure, LocalOpenFaceMeasure)
     key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|target={target.name}|keep={keep.name if keep else None}"
            f"{'' if max_step_sigmas == MAX_STEP_SIGMAS else f'|cap={max_step_sigmas:g}'}"
+           f"{'|local' if local else ''}"
            f"|n={len(samples.valid())}|probes={len(probe_ws)}"
            f"|groups={','.join(name for name, _ in groups)}")
     done = done.get(key, {}) if isinstance(done.get(key), dict) else {}
@@ -408,7 +487,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         col = readouts.aus.index(au)
         for name, mask in groups:
             moved = probe_ws + step * mask[None, :, None].float() * d[None, None, :]
-            res.group_effects[name] = nan_mean(measure(moved)[:, col] - base[:, col])
+            res.group_effects[name] = nan_mean(measure_edit(measure, moved, au)[:, col] - base[:, col])
         ranked = sorted(groups, key=lambda g: -res.group_effects[g[0]])
         total = sum(max(0.0, e) for e in res.group_effects.values())
         kept, acc = [], 0.0
@@ -423,7 +502,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
             if name in res.groups:
                 mask |= m
         moved = probe_ws + step * mask[None, :, None].float() * d[None, None, :]
-        achieved = nan_mean(measure(moved)[:, col] - base[:, col])
+        achieved = nan_mean(measure_edit(measure, moved, au)[:, col] - base[:, col])
         res.achieved_before_calibration = achieved
         # W units per AU unit along the masked direction, measured; clamped against noisy measurements
         per_unit = step / achieved if achieved > 1e-3 else scales[i] * CALIBRATION_CLAMP[1]
@@ -451,6 +530,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     meta = {
         "samples": len(samples.valid()), "probes": int(len(probe_ws)), "keep_pose": keep_pose, "keep_aus": keep_aus,
         "target": target.name, "kept": keep.name if keep else None, "max_step_sigmas": max_step_sigmas,
+        "calibrated_local": local,
         "kept_cv_r2": [float(r) for r in readouts.keep_cv_r2],
         "cv_r2": {int(a): float(r) for a, r in zip(readouts.aus, readouts.cv_r2)},
         "pose_cv_r2": dict(zip(POSE_NAMES, map(float, readouts.pose_cv_r2))),
@@ -464,6 +544,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
                                   scales={r.au: r.scale for r in results},
                                   method=f"ridge read-outs of {target.description}, pseudo-inverse conditioning (pose={keep_pose}, "
                                          f"other AUs={keep_aus}, kept: {keep.description if keep else 'nothing else'}), "
-                                         "slot groups by measured effect, calibrated with OpenFace",
+                                         "slot groups by measured effect, calibrated with OpenFace"
+                                         + (" on edits kept to their AUs' face region" if local else ""),
                                   meta=meta)
     return directions, results

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylerig_au.edit.learn import nan_mean
+from stylerig_au.edit.learn import measure_edit, nan_mean
 from stylerig_au.edit.mapper import AUMapper
 from stylerig_au.errors import StylerigError
 from stylerig_au.fileio import read_json
@@ -69,7 +69,8 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
     Args:
         mapper: the AU mapper; each AU starts from its current gain (1 for a mapper never calibrated).
         measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] (NaN rows where no face is found),
-            columns in ``measured_aus`` order (:func:`stylerig_au.edit.learn.openface_measure`).
+            columns in ``measured_aus`` order (:func:`stylerig_au.edit.learn.openface_measure`; a
+            :class:`~stylerig_au.edit.learn.LocalOpenFaceMeasure` of ``probe_ws`` measures local edits).
         probe_ws: W+ latents [P, num_ws, w_dim] on the mapper's device, none of them held out for evaluation.
         rounds: measurements per AU (each one renders P edits).
         cache: a JSON file of finished AUs; a rerun with the same mapper and settings skips them (resume).
@@ -109,7 +110,7 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
             delta[:, i] = step * gain
             with torch.no_grad():
                 edited = probe_ws + mapper(probe_ws, delta).to(probe_ws.dtype)
-            change = measure(edited) - base
+            change = measure_edit(measure, edited, au) - base
             res.gains.append(gain)
             res.achieved.append(nan_mean(change[:, col]))
             res.drift.append(nan_mean(np.abs(np.delete(change, col, axis=1))))

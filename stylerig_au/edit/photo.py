@@ -322,17 +322,18 @@ class OpenFaceMeasure:
 # ----------------------------------------------------------------------------- rendering
 
 
-def render_ws(editor: Editor, subject: Subject, ws: torch.Tensor) -> np.ndarray:
-    """The face of one W+ ``ws`` [num_ws, w_dim] with the subject's noise maps: uint8 [R, R, 3]."""
+def render_ws(editor: Editor, subject: Subject, ws: torch.Tensor, edit: Edit | None = None) -> np.ndarray:
+    """The face of one W+ ``ws`` [num_ws, w_dim] with the subject's noise maps: uint8 [R, R, 3]. ``edit``: the
+    edit ``ws`` comes from (a local editor keeps the change to its AUs' region)."""
     from stylerig_au.imageio import to_uint8
 
-    return to_uint8(editor.render(subject.record, ws=ws[None] if ws.ndim == 2 else ws)[0])
+    return to_uint8(editor.render(subject.record, edit, ws=ws[None] if ws.ndim == 2 else ws)[0])
 
 
 def render_face(editor: Editor, subject: Subject, edit: Edit | None = None) -> np.ndarray:
     """The subject's face edited by ``edit`` (None: the reconstruction): uint8 [R, R, 3]."""
     ws = subject.record["ws"] if edit is None else editor.edit(subject.record, edit)
-    return render_ws(editor, subject, ws)
+    return render_ws(editor, subject, ws, edit)
 
 
 def compose(subject: Subject, face: np.ndarray, deep: bool = False) -> np.ndarray:

@@ -324,6 +324,14 @@ class MobileStyleGAN(nn.Module):
                 slots.append(StyleSlot(i, 0, group_for_resolution(used.get(near, 4)), used=False))
         return tuple(slots)
 
+    def feature_layers(self) -> list[tuple[nn.Module, int]]:
+        """[(module, resolution)] whose output is the whole synthesis state after that resolution (the first
+        conv at 4², each block's second conv, then the image itself), for hooks such as
+        :mod:`stylerig_au.edit.local`."""
+        s = self.synthesis
+        blocks = [(block.conv2, 2 ** (i + 3)) for i, block in enumerate(s.blocks)]
+        return [(s.conv1, 4), *blocks, (s.to_img, self.resolution)]
+
     @property
     def w_avg(self) -> torch.Tensor:
         """The mean w, float32 [w_dim] (estimated by the converter; see ``meta['w_avg']``)."""

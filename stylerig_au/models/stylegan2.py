@@ -324,6 +324,11 @@ class StyleGAN2(nn.Module):
         )
         self.set_impl(impl)
 
+    def feature_layers(self) -> list[tuple[nn.Module, int]]:
+        """[(block, resolution)] for each synthesis block; a block's output (features, running image) is the
+        whole synthesis state after its resolution (for hooks such as :mod:`stylerig_au.edit.local`)."""
+        return [(getattr(self.synthesis, f"b{r}"), r) for r in self.synthesis.block_resolutions]
+
     @property
     def w_avg(self) -> torch.Tensor:
         """The mean w, float32 [w_dim] (the ``mapping.w_avg`` buffer)."""
