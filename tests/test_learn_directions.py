@@ -213,7 +213,7 @@ def test_a_local_measure_gets_each_au_and_keys_its_own_cache(tiny_stylegan2, tmp
     measure, _, _ = _slot_readout_measure(G)
     seen = []
 
-    class FakeLocal(learn_module.LocalOpenFaceMeasure):
+    class FakeLocal(learn_module.LocalMeasure):
         def __init__(self) -> None:  # no detector, no rendering: the synthetic read-out at half strength
             pass
 
@@ -241,9 +241,15 @@ def test_local_measure_reads_edits_of_its_probes_in_their_regions(tiny_stylegan2
 
     G = tiny_stylegan2
     probes = torch.zeros(2, G.num_ws, G.w_dim)
-    detector = type("D", (), {"aus": tuple(AUS)})()
-    m = learn_module.LocalOpenFaceMeasure(G, detector, probes)
-    m._landmarks = np.stack([mean_face(G.resolution) - 0.5, np.full((68, 2), np.nan)]).astype(np.float32)
+    reads = []
+
+    def read(images):
+        reads.append(images.shape)
+        return np.full((len(images), K), 2.5, np.float32)
+
+    m = learn_module.LocalMeasure(G, read, probes, K)
+    found = iter([mean_face(G.resolution) - 0.5, None])  # the second probe shows no face
+    monkeypatch.setattr("stylerig_au.au.landmarks.landmarks_68", lambda image, detect_max_side=None: next(found))
     masks = []
 
     def fake_render_local(G_, base, edit, mask, from_resolution=16):
@@ -251,12 +257,36 @@ def test_local_measure_reads_edits_of_its_probes_in_their_regions(tiny_stylegan2
         return torch.zeros(1, 3, G.resolution, G.resolution)
 
     monkeypatch.setattr(local_module, "render_local", fake_render_local)
-    monkeypatch.setattr(learn_module, "label_images", lambda images, det: {"aus": np.full((len(images), K), 2.5, np.float32)})
     out = m(probes + 1.0, au=12)
     assert out.shape == (2, K) and (out[0] == 2.5).all() and np.isnan(out[1]).all()  # no face: NaN row
     assert len(masks) == 1 and masks[0].shape[-2:] == (local_module.MASK_SIDE, local_module.MASK_SIDE)
+    assert masks[0].max() == 1.0 and masks[0].min() == 0.0
+    m(probes + 2.0, au=1)  # the landmarks were found once
+    base = m(probes)  # no AU: the latents rendered as they are, one read per latent
+    assert base.shape == (2, K) and reads[-1] == (1, 3, G.resolution, G.resolution)
     with pytest.raises(StylerigError, match="its own probe latents"):
         m(torch.zeros(3, G.num_ws, G.w_dim), au=12)
+
+
+def test_local_measures_read_with_openface_or_the_student(tiny_stylegan2, monkeypatch):
+    from stylerig_au.edit import learn as learn_module
+
+    G = tiny_stylegan2
+    probes = torch.zeros(1, G.num_ws, G.w_dim)
+    detector = type("D", (), {"aus": tuple(AUS)})()
+    monkeypatch.setattr(learn_module, "label_images", lambda images, det: {"aus": np.ones((len(images), K), np.float32)})
+    of = learn_module.local_openface_measure(G, detector, probes)
+    assert of.num_aus == K and (of(probes) == 1).all()
+
+    class Student(torch.nn.Module):
+        aus = (1, 2, 4)
+
+        def forward(self, x):
+            assert x.shape[-1] == 256  # read as the mapper's training reads: 256² renders
+            return torch.full((len(x), 3), 0.5)
+
+    st = learn_module.local_student_measure(G, Student(), probes)
+    assert st.num_aus == 3 and (st(probes) == 0.5).all()
 
 
 def test_attribute_values_read_each_found_sample_with_the_judge() -> None:

@@ -146,7 +146,7 @@ def test_local_editor_renders_inside_the_region_and_finds_landmarks_once(monkeyp
     G = tiny_mobilestylegan()
     R = G.resolution
     ws = G.mapping(torch.randn(1, G.z_dim))[:, None].repeat(1, G.num_ws, 1)[0]
-    plain, local = Editor(G, _directions(G)), Editor(G, _directions(G), local=True)
+    plain, local = Editor(G, _directions(G), local=False), Editor(G, _directions(G))  # local is the default
     calls = []
 
     def fake_landmarks_68(image, detect_max_side=None):
@@ -179,7 +179,7 @@ def test_local_editor_without_a_face_renders_globally_with_a_warning(monkeypatch
     local = Editor(G, _directions(G), local=True)
     with pytest.warns(StylerigWarning, match="no face is found .* without locality"):
         image = local.render(ws, AU(12, 2))
-    assert torch.equal(image, Editor(G, _directions(G)).render(ws, AU(12, 2)))
+    assert torch.equal(image, Editor(G, _directions(G), local=False).render(ws, AU(12, 2)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         local.render(ws, AU(12, 1))  # said once per latent (an animation's frames do not repeat it)
@@ -198,12 +198,3 @@ def test_cli_edit_commands_take_local_and_global() -> None:
     for command in ("edit", "animate", "sweep"):
         out = CliRunner().invoke(cli, [command, "--help"]).output
         assert "--local / --global" in out, command
-
-
-def test_calibrate_mapper_local_refuses_the_student_in_one_line(tmp_path, capsys) -> None:
-    from stylerig_au.cli import main
-
-    rc = main(["calibrate-mapper", "--out", str(tmp_path / "m.pt"), "--local", "--estimator", "student"])
-    err = capsys.readouterr().err
-    assert rc == 1 and "--local calibrates with OpenFace only" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.pt").exists()

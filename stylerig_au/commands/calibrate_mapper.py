@@ -36,8 +36,8 @@ from stylerig_au.outputs import refuse_inputs_as_outputs
                    "(keeps OpenFace an independent judge).")
 @click.option("--max-gain", default=2.5, show_default=True, type=FiniteFloat(1, 100), help="Largest gain an AU may get (weak AUs stop there).")
 @click.option("--local/--global", "local", default=False, show_default=True,
-              help="Measure the probe edits kept to their AUs' face region (as `edit` renders them by default; OpenFace "
-                   "only) rather than edits of the whole picture.")
+              help="Measure the probe edits kept to their AUs' face region (as `edit` renders them by default) rather "
+                   "than edits of the whole picture.")
 @click.option("--psi", default=0.8, show_default=True, type=PSI, help="Truncation of the probe latents.")
 @click.option("--generator", "generator_spec", default="mobilestylegan-ffhq-1024", show_default=True, help="Generator name or checkpoint path.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
@@ -56,8 +56,6 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
-    if local and estimator != "openface":
-        raise StylerigError("--local calibrates with OpenFace only; leave out --estimator student")
     refuse_inputs_as_outputs([out], [mapper_path, Path(generator_spec)])  # the overwrite rule, before any work
     device = resolve_device(device)
     G = load_generator(generator_spec, device=device)
@@ -70,7 +68,8 @@ def calibrate_mapper(out: Path, mapper_path: Path | None, probes: int, rounds: i
         measure, measured_aus = learn.openface_measure(G, detector), list(AU_NUMBERS)
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
     if local:
-        measure = learn.LocalOpenFaceMeasure(G, detector, probe_ws)
+        measure = (learn.local_student_measure(G, detector, probe_ws) if estimator == "student"
+                   else learn.local_openface_measure(G, detector, probe_ws))
     clamp = (GAIN_CLAMP[0], max_gain)
     # the cache is per estimator and rendering: other measurements of the same settings must not resume from it
     kind = ("" if estimator == "openface" else "-" + estimator) + ("-local" if local else "")

@@ -64,7 +64,7 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
     """Learn one linear W direction per AU from generator samples labelled by the OpenFace estimator."""
     from stylerig_au.au.detect import make_detector
     from stylerig_au.edit.card import write_card, write_preview
-    from stylerig_au.edit.learn import TARGETS, LocalOpenFaceMeasure, attributes_kept, identity_kept, openface_measure, texture_kept
+    from stylerig_au.edit.learn import TARGETS, attributes_kept, local_openface_measure, identity_kept, openface_measure, texture_kept
     from stylerig_au.edit.learn import learn_directions as learn
     from stylerig_au.models import load_generator, seed_ws
     from stylerig_au.samples import build_samples, load_samples
@@ -85,7 +85,7 @@ def learn_directions(generator_spec: str, data_dir: Path | None, num_samples: in
             "texture-others": texture_kept(G.resolution, aus, detector, own_free=True),
             "attributes": attributes_kept(G.resolution)}[keep_name]
     probe_ws = seed_ws(G, PROBE_SEED_START, probes, psi, device)
-    measure = LocalOpenFaceMeasure(G, detector, probe_ws) if local else openface_measure(G, detector)
+    measure = local_openface_measure(G, detector, probe_ws) if local else openface_measure(G, detector)
     directions, results = learn(G, samples, measure, probe_ws=probe_ws, keep_aus=condition_aus,
                                 target=TARGETS[target_name], keep=keep, max_step_sigmas=max_step_sigmas, cache=data_dir / "learn_cache.json", log=click.echo)
     directions.meta["command"] = (f"stylerig-au learn-directions --generator {generator_spec} --samples {num_samples} "

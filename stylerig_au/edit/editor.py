@@ -5,12 +5,12 @@ Invert a photo once (``stylerig-au invert`` writes a latent file), then edit it 
     editor = Editor(G, LinearDirections.load("dirs.pt", G))
     record = load_latent("photo.pt")
     images = editor.render(record, AU(12, +2) + AU(6, +1))      # [1, 3, R, R] in [-1, 1]
-    frames = [editor.render(record, ws=w) for w in editor.interpolate(record, presets.smile, 8)]
+    frames = [editor.render(record, presets.smile, ws=w) for w in editor.interpolate(record, presets.smile, 8)]
 
 With an :class:`~stylerig_au.edit.refine.EditRefiner` every edit is then polished for the face by a
 few optimisation steps against the student AU detector (slow: ~30 s an edit on a CPU).
 
-With ``local=True`` every rendered edit is kept to the face region of its AUs (brows, eyes, nose,
+By default (``local=True``) every rendered edit is kept to the face region of its AUs (brows, eyes, nose,
 mouth and chin, from the landmarks of the unedited face), blended inside the generator
 (:mod:`stylerig_au.edit.local`): hair, background and the rest of the face stay as they were.
 """
@@ -46,8 +46,9 @@ class Editor:
             ``AU_NUMBERS`` order or a dict), used for absolute targets when no ``current_aus`` is given.
         refiner: optional :class:`~stylerig_au.edit.refine.EditRefiner`; each edit of the method is then
             refined for its face (on the slots the edit's layer restriction allows).
-        local: render each edit only inside the face region of its AUs (:mod:`stylerig_au.edit.local`);
-            the latents :meth:`edit` returns are the same either way, only :meth:`render` differs.
+        local: render each edit only inside the face region of its AUs (:mod:`stylerig_au.edit.local`; the
+            CLI's default too); False lets it change the whole picture. The latents :meth:`edit` returns are
+            the same either way, only :meth:`render` differs.
         local_from: with ``local``, blend from this feature resolution up.
 
     Raises:
@@ -56,7 +57,7 @@ class Editor:
 
     def __init__(self, G, directions: LinearDirections | None = None, method: str = "linear",
                  measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None, refiner=None,
-                 local: bool = False, local_from: int | None = None) -> None:
+                 local: bool = True, local_from: int | None = None) -> None:
         if method not in METHODS:
             raise StylerigError(f"unknown edit method '{method}'; choose one of: {', '.join(METHODS)}")
         if method == "mapper":

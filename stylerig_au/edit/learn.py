@@ -362,50 +362,83 @@ def openface_measure(G, detector, batch_size: int = 1) -> Callable[[torch.Tensor
     return lambda ws: measure_aus(G, ws, detector, batch_size)
 
 
-class LocalOpenFaceMeasure:
-    """``measure(ws, au)``: OpenFace intensities float32 [N, 17] of edits of ``probe_ws`` [N, num_ws, w_dim]
-    rendered inside AU ``au``'s face region only (:mod:`stylerig_au.edit.local`), so directions are
-    calibrated for local edits. ``au=None`` renders ``ws`` as it is (the unedited probes). The probes'
-    landmarks are found once, on their unedited renders; a probe without a face reads NaN."""
+class LocalMeasure:
+    """``measure(ws, au)``: AU intensities float32 [N, K] of edits of ``probe_ws`` [N, num_ws, w_dim] rendered
+    inside AU ``au``'s face region only (:mod:`stylerig_au.edit.local`), so step sizes and gains are
+    calibrated for local edits. ``au=None`` renders ``ws`` as it is (e.g. the unedited probes).
 
-    def __init__(self, G, detector, probe_ws: torch.Tensor, from_resolution: int | None = None) -> None:
+    Args:
+        G: a generator with ``feature_layers()``.
+        read: images float32 [n, 3, R, R] in [-1, 1] -> intensities [n, K] (NaN rows where no face).
+        probe_ws: the probe latents; their landmarks are found once (dlib, on the unedited renders), and a
+            probe without a face reads NaN.
+        num_aus: K.
+    """
+
+    def __init__(self, G, read: Callable[[torch.Tensor], np.ndarray], probe_ws: torch.Tensor, num_aus: int,
+                 from_resolution: int | None = None) -> None:
         from stylerig_au.edit.local import DEFAULT_FROM_RESOLUTION, feature_layers
 
         feature_layers(G)  # refuse a generator that cannot blend before any work
-        self.G, self.detector, self.probe_ws = G, detector, probe_ws
+        self.G, self.read, self.probe_ws, self.num_aus = G, read, probe_ws, int(num_aus)
         self.from_resolution = from_resolution or DEFAULT_FROM_RESOLUTION
         self._landmarks: np.ndarray | None = None
 
+    def _render(self, ws: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.G.synthesis(ws).clamp(-1, 1)
+
     def landmarks(self) -> np.ndarray:
-        """Landmarks float32 [N, 68, 2] of the unedited probes (NaN rows: no face)."""
+        """Landmarks float64 [N, 68, 2] of the unedited probes, continuous pixel coordinates (NaN rows: no face)."""
+        from stylerig_au.au.landmarks import landmarks_68
+
         if self._landmarks is None:
-            with torch.no_grad():
-                images = batch_to_uint8(torch.cat([self.G.synthesis(w[None]).clamp(-1, 1) for w in self.probe_ws]))
-            self._landmarks = label_images(images, self.detector)["landmarks"]
+            marks = np.full((len(self.probe_ws), 68, 2), np.nan)
+            for k, w in enumerate(self.probe_ws):
+                found = landmarks_68(batch_to_uint8(self._render(w[None]))[0], detect_max_side=512)
+                if found is not None:
+                    marks[k] = found + 0.5
+            self._landmarks = marks
         return self._landmarks
 
     def __call__(self, ws: torch.Tensor, au: int | None = None) -> np.ndarray:
         if au is None:
-            return measure_aus(self.G, ws, self.detector)
+            return np.concatenate([self.read(self._render(w[None])) for w in ws])
         from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
 
         if ws.shape != self.probe_ws.shape:
             raise StylerigError("a local measure reads edits of its own probe latents only")
-        out = np.full((len(ws), len(self.detector.aus)), np.nan, np.float32)
+        out = np.full((len(ws), self.num_aus), np.nan, np.float32)
         for k, marks in enumerate(self.landmarks()):
             if not np.isfinite(marks).all():
                 continue
-            mask = torch.from_numpy(region_mask(marks + 0.5, [au], MASK_SIDE, self.G.resolution))[None, None]
+            mask = torch.from_numpy(region_mask(marks, [au], MASK_SIDE, self.G.resolution))[None, None]
             with torch.no_grad():
                 img = render_local(self.G, self.probe_ws[k:k + 1], ws[k:k + 1], mask.to(ws.device),
                                    from_resolution=self.from_resolution).clamp(-1, 1)
-            out[k] = label_images(batch_to_uint8(img), self.detector)["aus"][0]
+            out[k] = self.read(img)[0]
         return out
 
 
+def local_openface_measure(G, detector, probe_ws: torch.Tensor) -> LocalMeasure:
+    """A :class:`LocalMeasure` read by the OpenFace ``detector`` (17 AUs, its order)."""
+    return LocalMeasure(G, lambda img: label_images(batch_to_uint8(img), detector)["aus"], probe_ws, len(detector.aus))
+
+
+def local_student_measure(G, student, probe_ws: torch.Tensor, size: int = 256) -> LocalMeasure:
+    """A :class:`LocalMeasure` read by the student detector (its AU order), as :func:`student_measure` reads."""
+    from stylerig_au.edit.mapper_train import to_side
+
+    def read(img: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return student(to_side(img, size)).float().cpu().numpy()
+
+    return LocalMeasure(G, read, probe_ws, len(student.aus))
+
+
 def measure_edit(measure: Callable, ws: torch.Tensor, au: int) -> np.ndarray:
-    """``measure(ws, au)`` for a measure that renders per AU (:class:`LocalOpenFaceMeasure`), else ``measure(ws)``."""
-    return measure(ws, au) if isinstance(measure, LocalOpenFaceMeasure) else measure(ws)
+    """``measure(ws, au)`` for a measure that renders per AU (:class:`LocalMeasure`), else ``measure(ws)``."""
+    return measure(ws, au) if isinstance(measure, LocalMeasure) else measure(ws)
 
 
 def student_measure(G, student, batch_size: int = 1, size: int = 256) -> Callable[[torch.Tensor], np.ndarray]:
@@ -438,7 +471,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
         samples: :func:`stylerig_au.samples.load_samples` output.
         measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] in the samples' AU order, NaN rows for
             failures (:func:`openface_measure` renders and reads with OpenFace; a
-            :class:`LocalOpenFaceMeasure` of ``probe_ws`` calibrates for edits kept to their AUs' region).
+            :class:`LocalMeasure` of ``probe_ws`` calibrates for edits kept to their AUs' region).
         probe_ws: W+ latents [P, num_ws, w_dim] the test edits are measured on (not training samples).
         target: what the read-outs predict (default: the OpenFace intensities, :data:`OPENFACE_TARGET`).
         keep: further per-sample quantities whose read-outs every direction keeps fixed (e.g. an
@@ -464,7 +497,7 @@ def learn_directions(G, samples: Samples, measure: Callable[[torch.Tensor], np.n
     if cache_path is not None and cache_path.is_file():
         done = read_json(cache_path, "directions cache")
         done = done if isinstance(done, dict) else {}
-    local = isinstance(measure, LocalOpenFaceMeasure)
+    local = isinstance(measure, LocalMeasure)
     key = (f"{G.name}|pose={keep_pose}|aus={keep_aus}|target={target.name}|keep={keep.name if keep else None}"
            f"{'' if max_step_sigmas == MAX_STEP_SIGMAS else f'|cap={max_step_sigmas:g}'}"
            f"{'|local' if local else ''}"

@@ -70,7 +70,7 @@ def calibrate_mapper(mapper: AUMapper, measure: Callable[[torch.Tensor], np.ndar
         mapper: the AU mapper; each AU starts from its current gain (1 for a mapper never calibrated).
         measure: ws [P, num_ws, w_dim] -> AU intensities [P, K] (NaN rows where no face is found),
             columns in ``measured_aus`` order (:func:`stylerig_au.edit.learn.openface_measure`; a
-            :class:`~stylerig_au.edit.learn.LocalOpenFaceMeasure` of ``probe_ws`` measures local edits).
+            :class:`~stylerig_au.edit.learn.LocalMeasure` of ``probe_ws`` measures local edits).
         probe_ws: W+ latents [P, num_ws, w_dim] on the mapper's device, none of them held out for evaluation.
         rounds: measurements per AU (each one renders P edits).
         cache: a JSON file of finished AUs; a rerun with the same mapper and settings skips them (resume).
