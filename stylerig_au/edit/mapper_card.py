@@ -71,7 +71,8 @@ def calibration_lines(calibration: dict | None) -> list[str]:
              else "The network is unchanged; OpenFace is then no longer independent of this mapper's scale.")
     lines = [
         "", f"## Calibration with {'the student detector' if student else 'OpenFace'}", "",
-        f"Made by `{calibration.get('command', 'stylerig-au calibrate-mapper')}`: +{step:g} edits of "
+        f"Made by `{calibration.get('command', 'stylerig-au calibrate-mapper')}`: +{step:g} edits"
+        f"{' rendered locally (each kept to its AU face region, as `edit` renders by default)' if calibration.get('local') else ''} of "
         f"{calibration.get('probes')} probe faces (seeds from {calibration.get('probe_seed_start', 0):,}, truncation psi "
         f"{calibration.get('psi')}; not the held-out faces of the evaluations) were measured with {judge} "
         f"and each AU's input gain set so that they measure +{step:g} (gains kept within {low}-{high}). " + after,
