@@ -30,6 +30,10 @@ capacity and training); if they do not, the student-driven objective is the limi
 ``optimised_10``, ``optimised_30``; ``--steps`` is then the run's length only if it is the largest),
 so one run shows how reach, drift and identity move with the number of steps.
 
+``--local`` refines and reads each edit as a local edit (kept to its AU's face region inside the
+generator, as ``stylerig-au edit`` renders by default; :mod:`stylerig_au.edit.local`), the mapper's
+start too; identity is then measured on those renders.
+
 A face's results are saved as soon as it is done; rerun with ``--resume`` to continue after an
 interruption. Writes ``experiments/results/edit_ceiling_<device>.json`` and a PNG grid (for the first
 two faces run in this invocation: a row of mapper edits, then a row of optimised edits).
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also-at", type=int, nargs="+", default=[],
                     help="also read the edit after these step counts of the same run (variants optimised_K)")
     ap.add_argument("--resume", action="store_true", help="keep the faces already in the output's partial file")
+    ap.add_argument("--local", action="store_true", help="refine and read local edits (each kept to its AU's face region)")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
     extra = sorted(set(args.also_at) - {args.steps})
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.diagnostics import device_label
     from stylerig_au.edit.mapper import load_default_mapper
     from stylerig_au.edit.mapper_train import to_side
+    from stylerig_au.au.landmarks import landmarks_68
+    from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
     from stylerig_au.edit.refine import EditRefiner
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.identity_net import load_identity_net
@@ -131,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "experiments" / "results" / f"edit_ceiling_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
     partial = out.with_suffix(".partial.json")
     done: dict[str, dict] = json.loads(partial.read_text())["faces"] if args.resume and partial.exists() else {}
+    if done and json.loads(partial.read_text()).get("local", False) != args.local:
+        print(f"error: {partial} was made {'without' if args.local else 'with'} --local; rerun the same way or without --resume",
+              file=sys.stderr)
+        return 2
 
     def student_read(images: torch.Tensor) -> torch.Tensor:
         return student(to_side(images, 256))[:, s_cols]
@@ -154,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(aus))
             continue
         base_small = F.interpolate(base, size=512, mode="area")
+        marks = landmarks_68(base_u8[0], detect_max_side=512) if args.local else None
+        if args.local and marks is None:
+            print(f"seed {seed}: no face found by dlib for the local regions; skipped", file=sys.stderr)
+            bar.update(len(aus))
+            continue
         record = {v: {"openface": [], "student": [], "identity": []} for v in variants}
         record["losses"] = []
         row_tiles = {v: [base_u8[0]] for v in variants}
@@ -168,15 +184,20 @@ def main(argv: list[str] | None = None) -> int:
                 start_step = mapper(wsn, delta)
             change = torch.zeros(n, len(refiner.aus), device=device)
             change[torch.arange(n), torch.tensor([refiner.aus.index(aus[i]) for i in idx])] = args.amount
+            masks = None if marks is None else torch.from_numpy(np.stack(
+                [region_mask(marks + 0.5, [aus[i]], MASK_SIDE, G.resolution) for i in idx]))[:, None].to(device)
+
+            def show(step: torch.Tensor) -> torch.Tensor:
+                return (G.synthesis(wsn + step) if masks is None else render_local(G, wsn, wsn + step, masks)).clamp(-1, 1)
 
             def on_step(_: int, losses: dict[str, float]) -> None:
                 record["losses"].append(losses)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "size"})
-            path = refiner.refine_path(wsn, start_step, change, [args.steps, *extra], on_step=on_step)
+            path = refiner.refine_path(wsn, start_step, change, [args.steps, *extra], on_step=on_step, masks=masks)
             steps_of = {"mapper": start_step, "optimised": path[args.steps], **{f"optimised_{k}": path[k] for k in extra}}
             for v, step in steps_of.items():
                 with torch.no_grad():
-                    img = G.synthesis(wsn + step).clamp(-1, 1)
+                    img = show(step)
                     record[v]["student"].extend((student_read(img) - base_student[None]).cpu().tolist())
                 img_u8 = batch_to_uint8(img)
                 record[v]["openface"].extend((label_images(img_u8, openface)["aus"][:, of_cols] - base_of[None]).tolist())
@@ -185,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 row_tiles[v].extend(img_u8)
             bar.update(n)
         done[str(seed)] = record
-        atomic_write_text(partial, json.dumps({"faces": done}) + "\n")
+        atomic_write_text(partial, json.dumps({"faces": done, "local": args.local}) + "\n")
         if len(tiles) < 2 * len(VARIANTS) * (len(aus) + 1):  # the grid shows the first 2 faces run this time
             for v in VARIANTS:  # the grid keeps two rows per face: the mapper's and the --steps edits
                 tiles.extend(row_tiles[v])
@@ -207,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
-              "amount": args.amount, "psi": args.psi, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
+              "amount": args.amount, "psi": args.psi, "local": args.local, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
               "optimisation": {**asdict(settings), "batch": args.batch, "also_at": extra},
               "summary": summary, "faces": done,
               "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}

@@ -198,3 +198,49 @@ def test_cli_edit_commands_take_local_and_global() -> None:
     for command in ("edit", "animate", "sweep"):
         out = CliRunner().invoke(cli, [command, "--help"]).output
         assert "--local / --global" in out, command
+
+
+def test_refinement_optimises_the_local_render() -> None:
+    from stylerig_au.edit.refine import EditRefiner, RefineSettings, w_spread
+    from tests.test_mapper import tiny_student
+
+    G = tiny_mobilestylegan()
+    torch.manual_seed(3)
+    refiner = EditRefiner(G, tiny_student(), w_spread(G, 256), RefineSettings(steps=4, lr=0.2, outside=0.0, identity=0.0, side=64))
+    ws = G.mapping(torch.randn(2, G.z_dim))[:, None].repeat(1, G.num_ws, 1)
+    step = 0.1 * torch.randn_like(ws)
+    change = torch.zeros(2, len(refiner.aus))
+    change[:, refiner.aus.index(12)] = 2.0
+    everywhere, nowhere = torch.ones(2, 1, 16, 16), torch.zeros(2, 1, 16, 16)
+    plain = refiner.refine(ws, step, change)
+    assert not torch.allclose(plain, step)
+    # a region covering the picture renders as the plain edit: the same optimisation
+    assert torch.allclose(refiner.refine(ws, step, change, masks=everywhere, local_from=4), plain, atol=1e-4)
+    # an empty region shows nothing of the edit: no gradient, the start comes back
+    assert torch.allclose(refiner.refine(ws, step, change, masks=nowhere, local_from=4), step, atol=1e-6)
+    with pytest.raises(StylerigError, match="one mask per edit"):
+        refiner.refine(ws, step, change, masks=everywhere[:1])
+
+
+def test_local_editor_refines_inside_the_edits_region(monkeypatch) -> None:
+    from stylerig_au.edit.refine import EditRefiner, RefineSettings, w_spread
+    from tests.test_mapper import tiny_student
+
+    G = tiny_mobilestylegan()
+    R = G.resolution
+    ws = G.mapping(torch.randn(1, G.z_dim))[:, None].repeat(1, G.num_ws, 1)[0]
+    monkeypatch.setattr("stylerig_au.au.landmarks.landmarks_68", lambda image, detect_max_side=None: mean_face(R) - 0.5)
+    refiner = EditRefiner(G, tiny_student(), w_spread(G, 256), RefineSettings(steps=2, outside=0.0, identity=0.0, side=64))
+    seen = []
+    original = refiner.refine
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("masks"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(refiner, "refine", spy)
+    Editor(G, _directions(G), refiner=refiner).edit(ws, AU(12, 2))
+    Editor(G, _directions(G), refiner=refiner, local=False).edit(ws, AU(12, 2))
+    expected = torch.from_numpy(region_mask(mean_face(R), [12], MASK_SIDE, R))[None, None]
+    assert seen[0] is not None and torch.equal(seen[0], expected)  # the region the local render will show
+    assert seen[1] is None

@@ -76,7 +76,7 @@ def test_zero_steps_and_bad_inputs(tiny_stylegan2):
 def test_editor_refines_within_the_edits_layers(tiny_stylegan2):
     G = tiny_stylegan2
     dirs = random_directions(G)
-    plain, refined = Editor(G, dirs), Editor(G, dirs, refiner=tiny_refiner(G))
+    plain, refined = Editor(G, dirs, local=False), Editor(G, dirs, refiner=tiny_refiner(G), local=False)  # no face to find
     ws = sample_ws(G, 1)[0]  # a single latent [num_ws, w_dim]
     edit = only_layers(AU(12, 2), "middle")
     start, out = plain.edit(ws, edit), refined.edit(ws, edit)

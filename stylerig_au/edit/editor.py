@@ -139,7 +139,10 @@ class Editor:
         edited_batch = edited[None] if single else edited
         step = (edited_batch.float() - batch.float()).to(device)
         noise = latent.get("noise") if isinstance(latent, Mapping) else None
-        refined = self.refiner.refine(batch.float().to(device), step, change, slots, noise).to(ws.device)
+        masks = self.local_masks(latent, edit, n) if self.local else None  # refine what render() will show
+        refined = self.refiner.refine(batch.float().to(device), step, change, slots, noise,
+                                      masks=None if masks is None else masks.to(device),
+                                      local_from=self.local_from).to(ws.device)
         return add_on_slots(batch, refined, slots & (refined != 0).any(dim=(0, 2)).cpu(), single)
 
     def _synth(self, latent: Latent, ws: torch.Tensor) -> torch.Tensor:
@@ -191,29 +194,40 @@ class Editor:
     def _key(ws: torch.Tensor) -> bytes:
         return hashlib.sha1(ws.detach().float().cpu().numpy().tobytes()).digest()
 
+    def local_masks(self, latent: Latent, edit: Edit, n: int) -> torch.Tensor | None:
+        """Region masks float32 [n, 1, MASK_SIDE, MASK_SIDE] in [0, 1] of ``edit``'s AUs on the latent's face
+        (its unedited render's landmarks, repeated for ``n`` frames of one face), or None when the render shows
+        no face (warned once per latent: its edits are then rendered without locality)."""
+        from stylerig_au.edit.local import MASK_SIDE, region_mask
+
+        try:
+            marks = self.landmarks(latent)
+        except StylerigError as err:  # e.g. a latent of a generator that draws no faces: the plain render is still useful
+            key = self._key(self._ws(latent))
+            if key not in self._warned:  # once per latent, not once per animation frame
+                import warnings
+
+                from stylerig_au.errors import StylerigWarning
+
+                self._warned.add(key)
+                warnings.warn(f"{err}; its edits are rendered without locality", StylerigWarning, stacklevel=4)
+            return None
+        if len(marks) != n:
+            marks = np.repeat(marks[:1], n, axis=0)
+        aus = list(edit)
+        return torch.from_numpy(np.stack([region_mask(m, aus, MASK_SIDE, self.G.resolution) for m in marks]))[:, None]
+
     def _synth_local(self, latent: Latent, ws: torch.Tensor, edit: Edit) -> torch.Tensor:
-        from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
+        from stylerig_au.edit.local import render_local
 
         base = self._ws(latent)
         base = base[None] if base.ndim == 2 else base
         batch = ws[None] if ws.ndim == 2 else ws
         if batch.shape[0] != base.shape[0]:
             base = base.expand(batch.shape[0], -1, -1)
-        aus = list(edit)
-        try:
-            marks = self.landmarks(latent)
-        except StylerigError as err:  # e.g. a latent of a generator that draws no faces: the plain render is still useful
-            if self._key(base) not in self._warned:  # once per latent, not once per animation frame
-                import warnings
-
-                from stylerig_au.errors import StylerigWarning
-
-                self._warned.add(self._key(base))
-                warnings.warn(f"{err}; its edits are rendered without locality", StylerigWarning, stacklevel=3)
+        masks = self.local_masks(latent, edit, len(batch))
+        if masks is None:
             return self._synth(latent, batch)
-        if len(marks) != len(batch):
-            marks = np.repeat(marks[:1], len(batch), axis=0)
-        masks = torch.from_numpy(np.stack([region_mask(m, aus, MASK_SIDE, self.G.resolution) for m in marks]))[:, None]
         noise = latent.get("noise") if isinstance(latent, Mapping) else None
         device = batch.device
         with torch.no_grad():

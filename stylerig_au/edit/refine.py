@@ -16,7 +16,10 @@ the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by t
 
 Each step renders the edit at full size and runs the student, LPIPS and the face network backwards:
 about 1.5 s a step for one 1024² edit on a 2-core CPU (~2.5 s per edit at batch 6, which is memory-bound
-there), so 20 steps take ~30 s for one edit (the one-pass edit takes ~0.3 s). ``experiments/edit_ceiling.py`` measures what it buys with OpenFace.
+there), so 20 steps take ~30 s for one edit (the one-pass edit takes ~0.3 s). Given region masks (a local
+``Editor`` passes them), each step renders and judges the edit as the local edit the user will see
+(:func:`stylerig_au.edit.local.render_local`: the unedited face is rendered alongside), about 2.5× the
+cost (6.3 s per edit-step at batch 7). ``experiments/edit_ceiling.py [--local]`` measures what it buys with OpenFace.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ class EditRefiner:
 
     def refine(self, ws: torch.Tensor, step: torch.Tensor, change: torch.Tensor, slots: torch.Tensor | None = None,
                noise: dict[str, torch.Tensor] | None = None,
-               on_step: Callable[[int, dict[str, float]], None] | None = None) -> torch.Tensor:
+               on_step: Callable[[int, dict[str, float]], None] | None = None,
+               masks: torch.Tensor | None = None, local_from: int | None = None) -> torch.Tensor:
         """The refined Δw+ float32 [N, num_ws, w_dim] of the edits ``ws + step``, after ``settings.steps`` steps.
 
         Args:
@@ -116,12 +120,18 @@ class EditRefiner:
             slots: bool or float [num_ws], the W+ slots the refinement may move (default: all).
             noise: the latent's noise maps (:func:`stylerig_au.invert.render`), if it has any.
             on_step: called as on_step(step, losses) after each step, losses as floats.
+            masks: optional float [N, 1, H, W] in [0, 1], each edit's face region
+                (:func:`stylerig_au.edit.local.region_mask`): the edits are then rendered and judged as local
+                edits (:func:`stylerig_au.edit.local.render_local`, blending from ``local_from`` up), the
+                way a local :class:`~stylerig_au.edit.Editor` shows them.
         """
-        return self.refine_path(ws, step, change, [self.settings.steps], slots, noise, on_step)[self.settings.steps]
+        return self.refine_path(ws, step, change, [self.settings.steps], slots, noise, on_step,
+                                masks, local_from)[self.settings.steps]
 
     def refine_path(self, ws: torch.Tensor, step: torch.Tensor, change: torch.Tensor, at: list[int],
                     slots: torch.Tensor | None = None, noise: dict[str, torch.Tensor] | None = None,
-                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[int, torch.Tensor]:
+                    on_step: Callable[[int, dict[str, float]], None] | None = None,
+                    masks: torch.Tensor | None = None, local_from: int | None = None) -> dict[int, torch.Tensor]:
         """The Δw+ of one refinement after each step count in ``at`` ({count: [N, num_ws, w_dim]}).
 
         One run of ``max(at)`` steps (``settings.steps`` is not used): the Δw+ after k steps is what
@@ -154,8 +164,16 @@ class EditRefiner:
         slot_w = torch.ones(ws.shape[1], device=device) if slots is None else slots.to(device).float()
         noise = {k: v.to(device) for k, v in (noise or {}).items()}
 
+        if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (n, 1)):
+            raise StylerigError(f"refine needs one mask per edit, shape [{n}, 1, H, W], got {list(masks.shape)}")
+        masks_r = None if masks is None else masks[rows].to(device).float()
+
         def synth(x: torch.Tensor) -> torch.Tensor:
-            return to_side(render(self.G, x, noise), s.side)
+            if masks_r is None:
+                return to_side(render(self.G, x, noise), s.side)
+            from stylerig_au.edit.local import DEFAULT_FROM_RESOLUTION, render_local
+
+            return to_side(render_local(self.G, ws_r, x, masks_r, noise, local_from or DEFAULT_FROM_RESOLUTION), s.side)
 
         with torch.no_grad():
             base = to_side(render(self.G, ws_r, noise).clamp(-1, 1), s.side)
