@@ -139,10 +139,9 @@ class Editor:
         edited_batch = edited[None] if single else edited
         step = (edited_batch.float() - batch.float()).to(device)
         noise = latent.get("noise") if isinstance(latent, Mapping) else None
-        masks = self.local_masks(latent, edit, n) if self.local else None  # refine what render() will show
-        refined = self.refiner.refine(batch.float().to(device), step, change, slots, noise,
-                                      masks=None if masks is None else masks.to(device),
-                                      local_from=self.local_from).to(ws.device)
+        # The whole render is refined, even for a local editor: refining through the local render
+        # (refine(masks=...)) reaches further but paints texture inside the region (RESULTS §2).
+        refined = self.refiner.refine(batch.float().to(device), step, change, slots, noise).to(ws.device)
         return add_on_slots(batch, refined, slots & (refined != 0).any(dim=(0, 2)).cpu(), single)
 
     def _synth(self, latent: Latent, ws: torch.Tensor) -> torch.Tensor:

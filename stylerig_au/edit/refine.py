@@ -16,10 +16,11 @@ the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by t
 
 Each step renders the edit at full size and runs the student, LPIPS and the face network backwards:
 about 1.5 s a step for one 1024² edit on a 2-core CPU (~2.5 s per edit at batch 6, which is memory-bound
-there), so 20 steps take ~30 s for one edit (the one-pass edit takes ~0.3 s). Given region masks (a local
-``Editor`` passes them), each step renders and judges the edit as the local edit the user will see
-(:func:`stylerig_au.edit.local.render_local`: the unedited face is rendered alongside), about 2.5× the
-cost (6.3 s per edit-step at batch 7). ``experiments/edit_ceiling.py [--local]`` measures what it buys with OpenFace.
+there), so 20 steps take ~30 s for one edit (the one-pass edit takes ~0.3 s). Given region masks, each
+step renders and judges the edit as a local edit (:func:`stylerig_au.edit.local.render_local`), about
+2.5× the cost; OpenFace then reads more reach, but the optimisation paints texture inside the region
+(RESULTS §2), so :class:`~stylerig_au.edit.Editor` refines the whole render and only shows it locally.
+``experiments/edit_ceiling.py [--local]`` measures what it buys with OpenFace.
 """
 
 from __future__ import annotations
