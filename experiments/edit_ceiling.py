@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.diagnostics import device_label
     from stylerig_au.edit.mapper import load_default_mapper
     from stylerig_au.edit.mapper_train import to_side
-    from stylerig_au.au.landmarks import landmarks_68
-    from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
+    from stylerig_au.edit.local import MASK_SIDE, face_landmarks, region_mask, render_local
     from stylerig_au.edit.refine import EditRefiner
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.identity_net import load_identity_net
@@ -137,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                           face_net=load_identity_net(args.identity_net, device=device))
     out = args.out or REPO / "experiments" / "results" / f"edit_ceiling_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
     partial = out.with_suffix(".partial.json")
-    done: dict[str, dict] = json.loads(partial.read_text())["faces"] if args.resume and partial.exists() else {}
-    if done and json.loads(partial.read_text()).get("local", False) != args.local:
+    kept = json.loads(partial.read_text()) if args.resume and partial.exists() else {"faces": {}}
+    done: dict[str, dict] = kept["faces"]
+    if done and kept.get("local", False) != args.local:
         print(f"error: {partial} was made {'without' if args.local else 'with'} --local; rerun the same way or without --resume",
               file=sys.stderr)
         return 2
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(aus))
             continue
         base_small = F.interpolate(base, size=512, mode="area")
-        marks = landmarks_68(base_u8[0], detect_max_side=512) if args.local else None
+        marks = face_landmarks(base_u8[0]) if args.local else None
         if args.local and marks is None:
             print(f"seed {seed}: no face found by dlib for the local regions; skipped", file=sys.stderr)
             bar.update(len(aus))
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             change = torch.zeros(n, len(refiner.aus), device=device)
             change[torch.arange(n), torch.tensor([refiner.aus.index(aus[i]) for i in idx])] = args.amount
             masks = None if marks is None else torch.from_numpy(np.stack(
-                [region_mask(marks + 0.5, [aus[i]], MASK_SIDE, G.resolution) for i in idx]))[:, None].to(device)
+                [region_mask(marks, [aus[i]], MASK_SIDE, G.resolution) for i in idx]))[:, None].to(device)
 
             def show(step: torch.Tensor) -> torch.Tensor:
                 return (G.synthesis(wsn + step) if masks is None else render_local(G, wsn, wsn + step, masks)).clamp(-1, 1)

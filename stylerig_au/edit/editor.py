@@ -167,7 +167,7 @@ class Editor:
     def landmarks(self, latent: Latent) -> np.ndarray:
         """dlib landmarks float64 [N, 68, 2] of the latent's unedited render(s), in pixels of the R² image
         (found once per latent and kept). Raises StylerigError when a render shows no face."""
-        from stylerig_au.au.landmarks import landmarks_68
+        from stylerig_au.edit.local import face_landmarks
         from stylerig_au.imageio import to_uint8
 
         ws = self._ws(latent)
@@ -176,12 +176,12 @@ class Editor:
         if key not in self._landmarks:
             found: list[np.ndarray] | str = []
             for k, image in enumerate(self._synth(latent, batch)):
-                marks = landmarks_68(to_uint8(image), detect_max_side=512)
+                marks = face_landmarks(to_uint8(image))
                 if marks is None:
                     found = (f"a local edit needs the face's landmarks, but no face is found in rendered face "
                              f"{k + 1} of {len(batch)}")
                     break
-                found.append(marks + 0.5)  # dlib pixel indices -> continuous coordinates (pixel centres at +0.5)
+                found.append(marks)
             if len(self._landmarks) > 64:
                 self._landmarks.clear()
             self._landmarks[key] = found if isinstance(found, str) else np.stack(found)

@@ -390,14 +390,14 @@ class LocalMeasure:
 
     def landmarks(self) -> np.ndarray:
         """Landmarks float64 [N, 68, 2] of the unedited probes, continuous pixel coordinates (NaN rows: no face)."""
-        from stylerig_au.au.landmarks import landmarks_68
+        from stylerig_au.edit.local import face_landmarks
 
         if self._landmarks is None:
             marks = np.full((len(self.probe_ws), 68, 2), np.nan)
             for k, w in enumerate(self.probe_ws):
-                found = landmarks_68(batch_to_uint8(self._render(w[None]))[0], detect_max_side=512)
+                found = face_landmarks(batch_to_uint8(self._render(w[None]))[0])
                 if found is not None:
-                    marks[k] = found + 0.5
+                    marks[k] = found
             self._landmarks = marks
         return self._landmarks
 

@@ -83,6 +83,15 @@ def _face_axes(landmarks: np.ndarray) -> tuple[float, np.ndarray]:
     return iod, up / max(float(np.linalg.norm(up)), 1e-6)
 
 
+def face_landmarks(image: np.ndarray) -> np.ndarray | None:
+    """dlib's 68 landmarks float64 [68, 2] of the face in a rendered uint8 [H, W, 3] image, in the
+    continuous pixel coordinates :func:`region_mask` takes (pixel centres at +0.5), or None: no face."""
+    from stylerig_au.au.landmarks import landmarks_68
+
+    marks = landmarks_68(image, detect_max_side=512)
+    return None if marks is None else marks + 0.5
+
+
 def _checked(landmarks: np.ndarray) -> np.ndarray:
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (68, 2) or not np.isfinite(lm).all():

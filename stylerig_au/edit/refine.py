@@ -150,6 +150,8 @@ class EditRefiner:
         n, aus = ws.shape[0], self.aus
         if change.shape != (n, len(aus)):
             raise StylerigError(f"refine needs one change per student AU: shape [{n}, {len(aus)}], got {list(change.shape)}")
+        if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (n, 1)):
+            raise StylerigError(f"refine needs one mask per edit, shape [{n}, 1, H, W], got {list(masks.shape)}")
         device = ws.device
         ws, step = ws.detach().float(), step.detach().float()
         change = change.detach().float().to(device)
@@ -165,8 +167,6 @@ class EditRefiner:
         slot_w = torch.ones(ws.shape[1], device=device) if slots is None else slots.to(device).float()
         noise = {k: v.to(device) for k, v in (noise or {}).items()}
 
-        if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (n, 1)):
-            raise StylerigError(f"refine needs one mask per edit, shape [{n}, 1, H, W], got {list(masks.shape)}")
         masks_r = None if masks is None else masks[rows].to(device).float()
 
         def synth(x: torch.Tensor) -> torch.Tensor:
