@@ -5,7 +5,8 @@ cached latent). For each method (linear directions, AU mapper) and batch size, t
 of ``Editor.edit`` + ``Editor.render`` over the timed repeats (after warm-up; CUDA synchronised) is
 reported per image, for edits rendered over the whole picture (``global``) and kept to the AUs' face
 region (``local``, the CLI's default: the unedited and edited latents are rendered together, and the
-face's landmarks are found once per latent, in the warm-up). Targets: ≤ 1.5 s per image on a CPU (batch 1), ≤ 20 ms per image on an H100 at
+face's landmarks are found once per latent, in the warm-up), and shown as the unedited face moved by the
+edit's landmark motion (``motion``: a global render, the edited face's landmarks, a warp). Targets: ≤ 1.5 s per image on a CPU (batch 1), ≤ 20 ms per image on an H100 at
 batch 16.
 
     python experiments/bench_edit.py                          # CPU, batch 1 and 16
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--methods", nargs="+", default=["linear", "mapper"], choices=["linear", "mapper"])
-    ap.add_argument("--render", nargs="+", default=["global", "local"], choices=["global", "local"])
+    ap.add_argument("--render", nargs="+", default=["global", "local", "motion"], choices=["global", "local", "motion"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{'method':>7} {'render':>6} {'batch':>5} {'s/img':>8} {'img/s':>7} {'first s/img':>11}")
     for method, render in [(m, r) for m in args.methods for r in args.render]:
-        editor = make_editor(G, sources[method](), local=render == "local")
+        editor = make_editor(G, sources[method](), local=render == "local", motion=render == "motion")
         for batch in args.batch:
             ws = seed_ws(G, 2_000_000, batch, 0.8, device)
             times = []
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                          "times_s": [round(t, 4) for t in times]})
             print(f"{method:>7} {render:>6} {batch:>5} {per_image:8.3f} {1 / per_image:7.2f} {first:11.3f}")
     result = {"what": "edit an inverted latent: Editor.edit + render (1024² synthesis), edit AU12+2 & AU6+1; "
-                      "first_seconds_per_image: the first edit of each latent (with a local render: its landmark search)",
+                      "first_seconds_per_image: the first edit of each latent (local and motion renders: its landmark search)",
               "device": device_label(device), "torch": torch.__version__, "generator": G.name,
               "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "warmup": args.warmup, "repeats": args.repeats,

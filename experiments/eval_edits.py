@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-attributes", action="store_true", help="skip the age/gender judge")
     ap.add_argument("--local", action="store_true",
                     help="keep each edit to its AU's face region (stylerig_au.edit.local: blended inside the generator)")
+    ap.add_argument("--motion", action="store_true",
+                    help="show each edit as the unedited face moved the way the edit moves its landmarks "
+                         "(stylerig_au.edit.motion)")
+    ap.add_argument("--motion-gain", type=float, default=1.0,
+                    help="with --motion: scale the landmark motion by this")
+    ap.add_argument("--motion-interiors", nargs="*", default=["mouth", "eyes"], metavar="PART",
+                    help="with --motion: parts taken from the edited render (mouth, eyes; none: pure warp)")
     ap.add_argument("--gain", type=float, default=1.0,
                     help="ask each edit for gain × amount (still scored against amount): how far a method can go")
     ap.add_argument("--local-from", type=int, default=16, metavar="RES",
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.directions import load_default_directions
     from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
+    from stylerig_au.edit.motion import find_face, marks_in_box, transfer_motion
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import batch_to_uint8, save_image
@@ -176,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         base_label = label_images(base_u8, detector)
         base_aus, base_marks = base_label["aus"][0], base_label["landmarks"]
         base_small = F.interpolate(base, size=512, mode="area")
+        face = find_face(base_u8[0]) if args.motion else None
         bar.update(1)
-        if not np.isfinite(base_aus).all():
+        if not np.isfinite(base_aus).all() or (args.motion and face is None):
             print(f"seed {args.seed_start + f}: no face found by dlib; skipped", file=sys.stderr)
             bar.update(len(aus))
             continue
@@ -195,7 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             tick = time.perf_counter()
             edited_ws = editor.edit(ws, AU(au, args.amount * args.gain))
-            if args.local:
+            if args.motion:
+                with torch.no_grad():
+                    moving = G.synthesis(edited_ws).clamp(-1, 1)
+                moved_marks = marks_in_box(batch_to_uint8(moving)[0], face)
+                edit = transfer_motion(base, moving, face.landmarks, moved_marks, [au], args.motion_gain,
+                                       args.motion_interiors).clamp(-1, 1)
+                edit_u8 = batch_to_uint8(edit)
+            elif args.local:
                 mask = torch.from_numpy(region_mask(base_marks[0], [au], MASK_SIDE, G.resolution))[None, None]
                 with torch.no_grad():
                     edit = render_local(G, ws, edited_ws, mask.to(device), from_resolution=args.local_from).clamp(-1, 1)
@@ -261,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
         **described, "amount": args.amount, "psi": args.psi,
         "local_from_resolution": args.local_from if args.local else None, "gain": args.gain,
+        "motion_gain": args.motion_gain if args.motion else None,
+        "motion_interiors": args.motion_interiors if args.motion else None,
         "faces": args.faces, "held_out_seed_start": args.seed_start, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "expressed_from": str(args.expressible) if args.expressible is not None else "directions (linear read-out R²)",
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),

@@ -233,14 +233,15 @@ def _describe(source) -> dict:
     return {"method": source.method, "created": source.created}
 
 
-def make_editor(G, source, local: bool = False):
+def make_editor(G, source, local: bool = False, motion: bool = False):
     """An :class:`~stylerig_au.edit.editor.Editor` for one method: linear directions or an AU mapper;
-    ``local``: its edits are rendered inside their AUs' face region only."""
+    ``local``: its edits are rendered inside their AUs' face region only; ``motion``: shown as the
+    unedited face moved by the edit's landmark motion (:mod:`stylerig_au.edit.motion`)."""
     from stylerig_au.edit.editor import Editor
 
     if _is_mapper(source):
-        return Editor(G, None, method="mapper", mapper=source, local=local)
-    return Editor(G, source, local=local)
+        return Editor(G, None, method="mapper", mapper=source, local=local, motion=motion)
+    return Editor(G, source, local=local, motion=motion)
 
 
 def naive_directions(linear: LinearDirections, readouts=None) -> LinearDirections:

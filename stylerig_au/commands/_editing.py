@@ -59,6 +59,10 @@ def common_options(f: Callable) -> Callable:
                      help="Keep each edit to the face region of its AUs (brows, eyes, nose, mouth and chin, from the face's "
                           "landmarks), blended inside the generator, so hair, background and the rest of the face stay as they "
                           "were; --global lets the edit change the whole picture."),
+        click.option("--motion/--no-motion", "motion", default=False, show_default=True,
+                     help="Show the edit as the face itself, moved inside the AUs' face region the way the edit moves its "
+                          "landmarks: no beard, glasses, wrinkles or make-up from the edit can appear, but the AUs read "
+                          "weaker (experiments/RESULTS.md §2)."),
         click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP),
         click.option("--overwrite", is_flag=True,
                      help="Replace a cached latent <stem>.pt that cannot be reused (another photo's, other --steps/--lr, "
@@ -80,7 +84,8 @@ class Session:
 
 def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, directions_path: Path | None, mapper_path: Path | None,
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
-          device: str, face: int | None = None, local: bool = LOCAL_DEFAULT, measures: bool = False, refine: int = 0,
+          device: str, face: int | None = None, local: bool = LOCAL_DEFAULT, motion: bool = False,
+          measures: bool = False, refine: int = 0,
           refine_colour: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
           extra_outputs: tuple[Path | None, ...] = (), check_output: Callable[[tuple[int, int]], None] | None = None) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
@@ -96,6 +101,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     called before the inversion (and, for a photo, before the generator loads).
 
     ``local``: render each edit inside its AUs' face region only (:mod:`stylerig_au.edit.local`).
+    ``motion``: show each edit as the face moved by the edit's landmark motion (:mod:`stylerig_au.edit.motion`).
 
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
@@ -155,7 +161,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
         refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour,
                                                                   identity_net=refine_identity_net),
                                progress=True)
-    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner, local=local)
+    editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner, local=local,
+                    motion=motion)
     editor.check_aus(aus_in_use)
     # No --steps/--lr: load_subject chooses the steps by device and says which before it inverts a photo.
     config = quick_config(steps, device, lr) if steps is not None or lr is not None else None

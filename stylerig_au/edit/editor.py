@@ -13,6 +13,8 @@ few optimisation steps against the student AU detector (slow: ~30 s an edit on a
 By default (``local=True``) every rendered edit is kept to the face region of its AUs (brows, eyes, nose,
 mouth and chin, from the landmarks of the unedited face), blended inside the generator
 (:mod:`stylerig_au.edit.local`): hair, background and the rest of the face stay as they were.
+With ``motion=True`` an edit is shown as the unedited face moved the way the edit moves its landmarks
+(:mod:`stylerig_au.edit.motion`): no texture of the edit (beard, glasses, wrinkles) reaches the picture.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Editor:
             CLI's default too); False lets it change the whole picture. The latents :meth:`edit` returns are
             the same either way, only :meth:`render` differs.
         local_from: with ``local``, blend from this feature resolution up.
+        motion: show each edit as the unedited face moved the way the edit moves its 68 landmarks, inside
+            the AUs' face region (:mod:`stylerig_au.edit.motion`; ``local`` is then moot); only the inner
+            mouth and eyes come from the edited render. Same latents, only :meth:`render` differs.
 
     Raises:
         StylerigError: unknown method, a missing mapper or directions, or either made for another generator.
@@ -57,7 +62,7 @@ class Editor:
 
     def __init__(self, G, directions: LinearDirections | None = None, method: str = "linear",
                  measure: Callable[[torch.Tensor], CurrentAUs] | None = None, mapper=None, refiner=None,
-                 local: bool = True, local_from: int | None = None) -> None:
+                 local: bool = True, local_from: int | None = None, motion: bool = False) -> None:
         if method not in METHODS:
             raise StylerigError(f"unknown edit method '{method}'; choose one of: {', '.join(METHODS)}")
         if method == "mapper":
@@ -80,7 +85,9 @@ class Editor:
         if local:
             feature_layers(G)  # a generator that cannot blend is refused here, not at the first render
         self.local, self.local_from = bool(local), int(local_from or DEFAULT_FROM_RESOLUTION)
+        self.motion = bool(motion)
         self._landmarks: dict[bytes, np.ndarray | str] = {}  # landmarks of unedited renders (or why not), by W+ digest
+        self._faces: dict[bytes, tuple[list, torch.Tensor]] = {}  # motion: face boxes and renders of unedited latents
         self._warned: set[bytes] = set()
 
     @property
@@ -160,6 +167,8 @@ class Editor:
         keeps the change to the region of ``edit``'s AUs (``ws`` without ``edit`` renders as it is)."""
         if ws is None:
             ws = self.edit(latent, edit, current_aus) if edit is not None else self._ws(latent)
+        if self.motion and edit is not None:
+            return self._synth_motion(latent, ws, edit)
         if self.local and edit is not None:
             return self._synth_local(latent, ws, edit)
         return self._synth(latent, ws)
@@ -202,19 +211,60 @@ class Editor:
         try:
             marks = self.landmarks(latent)
         except StylerigError as err:  # e.g. a latent of a generator that draws no faces: the plain render is still useful
-            key = self._key(self._ws(latent))
-            if key not in self._warned:  # once per latent, not once per animation frame
-                import warnings
-
-                from stylerig_au.errors import StylerigWarning
-
-                self._warned.add(key)
-                warnings.warn(f"{err}; its edits are rendered without locality", StylerigWarning, stacklevel=4)
+            self._warn_once(latent, f"{err}; its edits are rendered without locality")
             return None
         if len(marks) != n:
             marks = np.repeat(marks[:1], n, axis=0)
         aus = list(edit)
         return torch.from_numpy(np.stack([region_mask(m, aus, MASK_SIDE, self.G.resolution) for m in marks]))[:, None]
+
+    def _warn_once(self, latent: Latent, message: str) -> None:
+        key = self._key(self._ws(latent))
+        if key not in self._warned:  # once per latent, not once per animation frame
+            import warnings
+
+            from stylerig_au.errors import StylerigWarning
+
+            self._warned.add(key)
+            warnings.warn(message, StylerigWarning, stacklevel=5)
+
+    def _unedited_faces(self, latent: Latent) -> tuple[list, torch.Tensor] | None:
+        """(one :class:`~stylerig_au.edit.motion.FaceMarks` per latent row, their renders [N, 3, R, R]), found
+        once per latent; None (warned once) when a render shows no face."""
+        from stylerig_au.edit.motion import find_face
+        from stylerig_au.imageio import to_uint8
+
+        base = self._ws(latent)
+        base = base[None] if base.ndim == 2 else base
+        key = self._key(base)
+        if key not in self._faces:
+            images = self._synth(latent, base)
+            faces = [find_face(to_uint8(image)) for image in images]
+            if any(face is None for face in faces):
+                self._warn_once(latent, f"motion transfer needs the face's landmarks, but no face is found in a render "
+                                        f"of {len(base)}; its edits are rendered as they are")
+                return None
+            if len(self._faces) >= 8:  # renders are big: keep a few latents (an animation reuses one)
+                self._faces.clear()
+            self._faces[key] = (faces, images)
+        return self._faces[key]
+
+    def _synth_motion(self, latent: Latent, ws: torch.Tensor, edit: Edit) -> torch.Tensor:
+        from stylerig_au.edit.motion import marks_in_box, transfer_motion
+        from stylerig_au.imageio import to_uint8
+
+        batch = ws[None] if ws.ndim == 2 else ws
+        edited = self._synth(latent, batch)  # the motion and the interiors are kept to the region anyway
+        found = self._unedited_faces(latent)
+        if found is None:
+            return edited
+        faces, bases = found
+        if len(faces) != len(batch):  # frames of one face
+            faces, bases = faces[:1] * len(batch), bases[:1].expand(len(batch), -1, -1, -1)
+        aus = list(edit)
+        out = [transfer_motion(bases[k:k + 1], edited[k:k + 1], faces[k].landmarks,
+                               marks_in_box(to_uint8(edited[k]), faces[k]), aus) for k in range(len(batch))]
+        return torch.cat(out).clamp(-1, 1)
 
     def _synth_local(self, latent: Latent, ws: torch.Tensor, edit: Edit) -> torch.Tensor:
         from stylerig_au.edit.local import render_local
