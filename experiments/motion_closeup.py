@@ -3,11 +3,9 @@
 The eval grids show 4 faces × 17 AUs at 128 px a tile, too small to see a moustache or the rim of a pair
 of glasses. This script renders a few held-out faces and AUs at full resolution, crops the face and
 writes one labelled grid: the face, its edit rendered locally inside the generator (the default), and
-the same edit shown by motion transfer (``stylerig_au.edit.motion``) with ``--detail`` shares of the
-edit's fine structure added back.
+the same edit shown by motion transfer (``stylerig_au.edit.motion``).
 
     python experiments/motion_closeup.py                      # seeds 2,000,001-2,000,002, AU4/10/15/17
-    python experiments/motion_closeup.py --detail 0 1 2
 
 Writes ``experiments/results/motion_closeup.jpg``.
 """
@@ -27,7 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aus", type=int, nargs="+", default=[4, 10, 15, 17])
     ap.add_argument("--amount", type=float, default=2.0)
     ap.add_argument("--method", choices=("linear", "mapper"), default="mapper")
-    ap.add_argument("--detail", type=float, nargs="+", default=[0.0])
     ap.add_argument("--psi", type=float, default=0.8)
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "motion_closeup.jpg")
     args = ap.parse_args(argv)
@@ -67,16 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                 mask = torch.from_numpy(region_mask(face.landmarks, [au], MASK_SIDE, r))[None, None]
                 shown = [base, render_local(G, ws, edited_ws, mask).clamp(-1, 1)]
                 moved = marks_in_box(batch_to_uint8(whole)[0], face)
-                shown += [transfer_motion(base, whole, face.landmarks, moved, [au], detail=d).clamp(-1, 1)
-                          for d in args.detail]
+                shown.append(transfer_motion(base, whole, face.landmarks, moved, [au]).clamp(-1, 1))
                 rows.append([batch_to_uint8(x)[0][top:bottom, left:right] for x in shown])
                 labels.append(f"seed {seed}\nAU{au} {args.amount:+g}")
     if not rows:
         print("error: no face found in any seed", file=sys.stderr)
         return 1
-    columns = ["face", f"local edit ({args.method})"] + [
-        "motion transfer" if d == 0 else f"motion + fine detail x{d:g}" for d in args.detail]
-    save_image(args.out, labelled_grid(rows, row_labels=labels, col_labels=columns, cell=300), value_range=(0, 255))
+    columns = ["face", f"local edit ({args.method})", "motion transfer"]
+    save_image(args.out, labelled_grid(rows, row_labels=labels, col_labels=columns, cell=256), value_range=(0, 255))
     print(f"-> {args.out}")
     return 0
 

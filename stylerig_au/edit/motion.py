@@ -33,7 +33,6 @@ FLOW_SIDE = 128  # the spline is evaluated on this grid and upsampled (it is smo
 INTERIORS = {"mouth": (tuple(range(60, 68)),), "eyes": (tuple(range(36, 42)), tuple(range(42, 48)))}
 # the spline's smoothing, in squared IOD: absorbs the landmark predictor's sub-pixel jitter
 SMOOTHING_IOD2 = 1e-4
-DETAIL_SCALE_IOD = 0.03  # with detail > 0: structure finer than this (~8 px at 1024², IOD ~260 px) is the edit's
 MIN_JACOBIAN = 0.3  # the motion may squash area to 30 %, no further (see limit_folding)
 
 
@@ -166,8 +165,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 def transfer_motion(base_image: torch.Tensor, edited_image: torch.Tensor, base_marks: np.ndarray,
                     edited_marks: np.ndarray, aus: Iterable[int], gain: float = 1.0,
-                    interiors: Iterable[str] = tuple(INTERIORS), detail: float = 0.0,
-                    detail_scale: float = DETAIL_SCALE_IOD) -> torch.Tensor:
+                    interiors: Iterable[str] = tuple(INTERIORS)) -> torch.Tensor:
     """The unedited face moved as the edit moves it, inside the AUs' region.
 
     Args:
@@ -177,9 +175,6 @@ def transfer_motion(base_image: torch.Tensor, edited_image: torch.Tensor, base_m
         aus: the edit's AUs; their region (:func:`~stylerig_au.edit.local.region_mask`) bounds the motion.
         gain: scales the landmark motion (1: as the edit moved them).
         interiors: which parts (:data:`INTERIORS`) are taken from the edited render.
-        detail: adds this share of the edited render's fine detail inside the region (its difference from
-            the moved face, high-passed: what is finer than ``detail_scale`` inter-ocular distances, such as
-            furrows and wrinkles), leaving tone and colour (a beard's shadow, make-up) to the unedited face.
 
     Returns:
         float [1, 3, R, R]: the warped unedited image, with the edited render inside the edited face's
@@ -207,22 +202,5 @@ def transfer_motion(base_image: torch.Tensor, edited_image: torch.Tensor, base_m
         follow, _ = limit_folding(backward_flow(np.asarray(edited_marks, np.float64), target, FLOW_SIDE, size)
                                   * region[..., None], size)
         edited = warp(edited, torch.from_numpy(follow)[None].to(device))
-    if detail:
-        change = edited - moved
-        fine = change - _blur(change, detail_scale * _iod(base_marks))
-        region_px = F.interpolate(region_full, size=(size, size), mode="bilinear", align_corners=False)
-        moved = moved + detail * region_px * fine
     return torch.lerp(moved, edited, take_edit)
 
-
-def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [N, C, H, W] with standard deviation ``sigma`` pixels (reflected edges)."""
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2)
-    kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    out = F.pad(images, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
