@@ -110,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
                          "(stylerig_au.edit.motion)")
     ap.add_argument("--motion-gain", type=float, default=1.0,
                     help="with --motion: scale the landmark motion by this")
-    ap.add_argument("--motion-moving-only", action="store_true",
-                    help="with --motion: only the landmarks the AU moves follow the edit (stylerig_au.edit.motion.AU_MOVES)")
     ap.add_argument("--motion-interiors", nargs="*", default=["mouth", "eyes"], metavar="PART",
                     help="with --motion: parts taken from the edited render (mouth, eyes; none: pure warp)")
     ap.add_argument("--gain", type=float, default=1.0,
@@ -211,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                     moving = G.synthesis(edited_ws).clamp(-1, 1)
                 moved_marks = marks_in_box(batch_to_uint8(moving)[0], face)
                 edit = transfer_motion(base, moving, face.landmarks, moved_marks, [au], args.motion_gain,
-                                       args.motion_interiors, args.motion_moving_only).clamp(-1, 1)
+                                       args.motion_interiors).clamp(-1, 1)
                 edit_u8 = batch_to_uint8(edit)
             elif args.local:
                 mask = torch.from_numpy(region_mask(base_marks[0], [au], MASK_SIDE, G.resolution))[None, None]
@@ -281,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         "local_from_resolution": args.local_from if args.local else None, "gain": args.gain,
         "motion_gain": args.motion_gain if args.motion else None,
         "motion_interiors": args.motion_interiors if args.motion else None,
-        "motion_moving_only": args.motion_moving_only if args.motion else None,
         "faces": args.faces, "held_out_seed_start": args.seed_start, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "expressed_from": str(args.expressible) if args.expressible is not None else "directions (linear read-out R²)",
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),

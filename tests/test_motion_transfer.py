@@ -217,21 +217,3 @@ def test_cli_edit_with_motion_moves_the_face(tiny_stylegan2, tmp_path, monkeypat
     assert np.abs(a - c)[region].max() <= 1  # outside the region: the unedited face
     assert np.abs(a - c).max() > 2 and not np.array_equal(a, b)  # inside it: moved, and not the GAN's edit
 
-
-
-def test_moving_only_holds_the_landmarks_the_au_does_not_move(monkeypatch) -> None:
-    base_marks = mean_face(R)
-    shifted = base_marks + np.array([0.0, 5.0])  # the edit moved every landmark (a whole-face change)
-    image = _image(6, cells=24)
-    held = transfer_motion(image, image, base_marks, shifted, [1], interiors=(), moving_only=True)
-    free = transfer_motion(image, image, base_marks, shifted, [1], interiors=(), moving_only=False)
-    eye = base_marks[36:42].mean(0).astype(int) + np.array([0, 8])  # just under the eye, inside AU1's region
-    brow = base_marks[19].astype(int)
-    assert (held - image)[0, :, eye[1], eye[0]].abs().max() < 0.02  # the eyes stay where they were
-    assert (free - image)[0, :, eye[1], eye[0]].abs().max() > 0.02  # unless every landmark may follow
-    assert (held - image)[0, :, brow[1] - 3:brow[1] + 3, brow[0]].abs().max() > 0.02  # the brows move
-    from stylerig_au.edit import motion
-
-    monkeypatch.delitem(motion.AU_MOVES, 1)
-    with pytest.raises(StylerigError, match="no moving landmarks"):
-        transfer_motion(image, image, base_marks, shifted, [1], moving_only=True)

@@ -29,17 +29,6 @@ from scipy.interpolate import RBFInterpolator
 from stylerig_au.errors import StylerigError
 
 FLOW_SIDE = 128  # the spline is evaluated on this grid and upsampled (it is smooth at this scale)
-_BROWS, _EYES, _NOSE = tuple(range(17, 27)), tuple(range(36, 48)), tuple(range(27, 36))
-_MOUTH, _UPPER_LIP = tuple(range(48, 68)), tuple(range(48, 55)) + tuple(range(60, 65))
-# The landmarks each AU's muscles move; with ``moving_only`` the others are held where they were (the face
-# outline above all: a generator's edit often widens a jaw or a chin, and the outline is identity).
-AU_MOVES: dict[int, tuple[int, ...]] = {
-    1: _BROWS, 2: _BROWS, 4: _BROWS, 5: _EYES, 7: _EYES, 45: _EYES, 6: _EYES,
-    9: _NOSE + _UPPER_LIP, 10: _NOSE[4:] + _UPPER_LIP,
-    12: _MOUTH, 14: _MOUTH, 15: _MOUTH, 20: _MOUTH, 23: _MOUTH, 25: _MOUTH,
-    17: _MOUTH + tuple(range(6, 11)), 26: _MOUTH + tuple(range(4, 13)),
-}
-
 # What a warp of the unedited face cannot show, as landmark outlines taken from the edited render
 INTERIORS = {"mouth": (tuple(range(60, 68)),), "eyes": (tuple(range(36, 42)), tuple(range(42, 48)))}
 # the spline's smoothing, in squared IOD: absorbs the landmark predictor's sub-pixel jitter
@@ -176,7 +165,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 def transfer_motion(base_image: torch.Tensor, edited_image: torch.Tensor, base_marks: np.ndarray,
                     edited_marks: np.ndarray, aus: Iterable[int], gain: float = 1.0,
-                    interiors: Iterable[str] = tuple(INTERIORS), moving_only: bool = False) -> torch.Tensor:
+                    interiors: Iterable[str] = tuple(INTERIORS)) -> torch.Tensor:
     """The unedited face moved as the edit moves it, inside the AUs' region.
 
     Args:
@@ -186,7 +175,6 @@ def transfer_motion(base_image: torch.Tensor, edited_image: torch.Tensor, base_m
         aus: the edit's AUs; their region (:func:`~stylerig_au.edit.local.region_mask`) bounds the motion.
         gain: scales the landmark motion (1: as the edit moved them).
         interiors: which parts (:data:`INTERIORS`) are taken from the edited render.
-        moving_only: only the landmarks the AUs move (:data:`AU_MOVES`) follow the edit; the rest stay.
 
     Returns:
         float [1, 3, R, R]: the warped unedited image, with the edited render inside the edited face's
@@ -201,16 +189,7 @@ def transfer_motion(base_image: torch.Tensor, edited_image: torch.Tensor, base_m
         raise StylerigError(f"the motion gain must be a finite number ≥ 0, got {gain}")
     size = base_image.shape[-1]
     base_marks = np.asarray(base_marks, np.float64)
-    motion = np.asarray(edited_marks, np.float64) - base_marks
-    aus = list(aus)
-    if moving_only:
-        unknown = [au for au in aus if au not in AU_MOVES]
-        if unknown:
-            raise StylerigError(f"no moving landmarks are defined for AU{unknown[0]}; motion transfer knows AUs {sorted(AU_MOVES)}")
-        keep = np.zeros(68, bool)
-        keep[[k for au in aus for k in AU_MOVES[au]]] = True
-        motion[~keep] = 0.0
-    target = base_marks + gain * motion
+    target = base_marks + gain * (np.asarray(edited_marks, np.float64) - base_marks)
     region = region_mask(base_marks, aus, FLOW_SIDE, size)
     flow, _ = limit_folding(backward_flow(base_marks, target, FLOW_SIDE, size) * region[..., None], size)
     device = base_image.device
