@@ -456,6 +456,8 @@ def _check_run(out: Path, settings: dict) -> None:
         except json.JSONDecodeError:
             old = {}
         diff = [k for k, v in fixed.items() if old.get(k) != v]
+        # a setting only the earlier run had (e.g. its local or motion render) differs too
+        diff += [k for k in old if k not in fixed and k not in ("format", "format_version")]
         if diff:
             raise StylerigError(f"--out {out} holds an evaluation with other settings ({', '.join(diff)}); "
                                 "use another --out folder or the same settings")
@@ -466,7 +468,8 @@ def _check_run(out: Path, settings: dict) -> None:
 def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Sequence[NamedEdit],
              methods: dict[str, Any], out: str | os.PathLike, *, instruments: Instruments | None = None,
              settings: dict | None = None, face_names: Sequence[str] | None = None, progress: bool = True,
-             device: str | torch.device = "cpu", log: Callable[[str], None] | None = None, local: bool = False) -> EvalResult:
+             device: str | torch.device = "cpu", log: Callable[[str], None] | None = None, local: bool = False,
+             motion: bool = False) -> EvalResult:
     """Edit every face with every edit and method, measure, and write the report into ``out``.
 
     Args:
@@ -482,6 +485,7 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
         instruments: the measures (default :func:`default_instruments`, loaded only if a row is missing).
         settings: plain settings that identify the run (a rerun with other ones is refused).
         local: render every edit inside its AUs' face region only (:mod:`stylerig_au.edit.local`).
+        motion: show every edit as the face moved by the edit's landmark motion (:mod:`stylerig_au.edit.motion`).
     Returns:
         :class:`EvalResult`.
     Raises:
@@ -502,7 +506,7 @@ def evaluate(G, faces: Iterable[Face] | Sequence[Callable[[], Face]], edits: Seq
         raise StylerigError("no edits to evaluate")
     if not methods:
         raise StylerigError("no methods to evaluate")
-    editors = {m: make_editor(G, d, local) for m, d in methods.items()}
+    editors = {m: make_editor(G, d, local, motion) for m, d in methods.items()}
     for name, editor in editors.items():
         for named in edits:
             try:

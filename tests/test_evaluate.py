@@ -317,3 +317,23 @@ def test_real_generator_generated_faces(tmp_path):
             assert term["target_change"] == 2.0 and -5 <= term["achieved_change"] <= 5
     for name in ("report.md", "au_target_vs_achieved.png", "identity_vs_strength.png", "grid.png"):
         assert (tmp_path / "out" / name).is_file()
+
+
+def test_cli_motion_renders_are_their_own_run(cli_setup, tiny_stylegan2, tmp_path, capsys, monkeypatch):
+    """`evaluate --motion` measures motion-transfer renders; its folder refuses rows of another render."""
+    from stylerig_au.edit import motion
+    from tests.test_local_edit import mean_face
+
+    R = tiny_stylegan2.resolution
+    face = motion.FaceMarks((0, 0, R, R), mean_face(R))
+    calls = []
+    monkeypatch.setattr(motion, "find_face", lambda image: face)  # a random generator draws no face for dlib
+    monkeypatch.setattr(motion, "marks_in_box", lambda image, f: calls.append(1) or f.landmarks + np.array([0.0, -0.5]))
+    monkeypatch.setattr(ev, "default_instruments", lambda device="cpu": fake_instruments())
+    out = tmp_path / "out"
+    args = ["evaluate", "--generated", "2", "--edits", "12=+2", "--methods", "linear", "--out", str(out), *cli_setup]
+    assert main([*args, "--motion"]) == 0
+    assert json.loads((out / "report.json").read_text())["overall"]["rows"] == 2 and len(calls) == 2
+    capsys.readouterr()
+    assert main(args) == 1  # the same folder, another render: refused, not mixed
+    assert "error: " in capsys.readouterr().err

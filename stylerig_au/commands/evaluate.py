@@ -45,10 +45,12 @@ from stylerig_au.errors import StylerigError
 @click.option("--steps", type=click.IntRange(1), default=None, help="Inversion steps for photos [default: 60 on a CPU, 500 on CUDA].")
 @click.option("--local/--global", "local", default=LOCAL_DEFAULT, show_default=True,
               help="Render each edit inside its AUs' face region only (as `edit` does by default), or over the whole picture.")
+@click.option("--motion/--no-motion", "motion", default=False, show_default=True,
+              help="Show each edit as the face moved by the edit's landmark motion (as `edit --motion` does).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, psi: float, edits_text: str, methods_text: str,
              out: Path, mapper_path: Path | None, directions_path: Path | None, data_dir: Path | None, generator_spec: str, steps: int | None,
-             local: bool, device: str) -> None:
+             local: bool, motion: bool, device: str) -> None:
     """Edit faces with each edit and method, measure the results with OpenFace and dlib, write a report.
 
     \b
@@ -96,6 +98,8 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
     settings: dict = {"faces": f"{generated} generated from seed {seed_start}" if generated else str(photos_dir)}
     if local:  # not written for --global, so the folders of earlier (global) runs stay resumable
         settings["local"] = True
+    if motion:  # likewise
+        settings["motion"] = True
     if photos:
         config = quick_config(steps, device)
         settings["inversion"] = config.schedule_key()
@@ -109,7 +113,7 @@ def evaluate(photos_dir: Path | None, generated: int | None, seed_start: int, ps
         faces = ev.generated_faces(G, generated, seed_start=seed_start, psi=psi, device=device)
         names = [f.name for f in faces]
     result = ev.evaluate(G, faces, edits, dirs, out, settings=settings, face_names=names, device=device,
-                         log=lambda m: click.echo(m, err=True), local=local)
+                         log=lambda m: click.echo(m, err=True), local=local, motion=motion)
     o = result.report["overall"]
     click.echo(f"{result.made} rows measured, {result.skipped} reused; {o['measured']} of {o['rows']} usable"
                + (f"; {len(result.failed)} face(s) skipped (see above)" if result.failed else ""))
