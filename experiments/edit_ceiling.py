@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also-at", type=int, nargs="+", default=[],
                     help="also read the edit after these step counts of the same run (variants optimised_K)")
     ap.add_argument("--resume", action="store_true", help="keep the faces already in the output's partial file")
+    ap.add_argument("--colour-twin", action="store_true",
+                    help="the colour term compares each edit with its motion transfer (the start edit's geometry on "
+                         "the face's own skin, stylerig_au.edit.motion) instead of the unedited face")
     ap.add_argument("--local", action="store_true", help="refine and read local edits (each kept to its AU's face region)")
     add_face_set_arguments(ap)
     args = ap.parse_args(argv)
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.mapper import load_default_mapper
     from stylerig_au.edit.mapper_train import to_side
     from stylerig_au.edit.local import MASK_SIDE, face_landmarks, region_mask, render_local
+    from stylerig_au.edit.motion import find_face, marks_in_box, transfer_motion
     from stylerig_au.edit.refine import EditRefiner
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.identity_net import load_identity_net
@@ -166,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         base_small = F.interpolate(base, size=512, mode="area")
         marks = face_landmarks(base_u8[0]) if args.local else None
+        twin_face = find_face(base_u8[0]) if args.colour_twin else None
+        if args.colour_twin and twin_face is None:
+            print(f"seed {seed}: no face found by dlib for the motion twins; skipped", file=sys.stderr)
+            bar.update(len(aus))
+            continue
         if args.local and marks is None:
             print(f"seed {seed}: no face found by dlib for the local regions; skipped", file=sys.stderr)
             bar.update(len(aus))
@@ -193,7 +202,15 @@ def main(argv: list[str] | None = None) -> int:
             def on_step(_: int, losses: dict[str, float]) -> None:
                 record["losses"].append(losses)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "size"})
-            path = refiner.refine_path(wsn, start_step, change, [args.steps, *extra], on_step=on_step, masks=masks)
+            twins = None
+            if twin_face is not None:
+                with torch.no_grad():
+                    start_img = G.synthesis(wsn + start_step).clamp(-1, 1)
+                twins = torch.cat([transfer_motion(base, start_img[k:k + 1], twin_face.landmarks,
+                                                   marks_in_box(batch_to_uint8(start_img[k:k + 1])[0], twin_face), [aus[i]])
+                                   for k, i in enumerate(idx)]).clamp(-1, 1)
+            path = refiner.refine_path(wsn, start_step, change, [args.steps, *extra], on_step=on_step, masks=masks,
+                                       colour_reference=twins)
             steps_of = {"mapper": start_step, "optimised": path[args.steps], **{f"optimised_{k}": path[k] for k in extra}}
             for v, step in steps_of.items():
                 with torch.no_grad():
@@ -228,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
-              "amount": args.amount, "psi": args.psi, "local": args.local, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
+              "amount": args.amount, "psi": args.psi, "local": args.local, "colour_twin": args.colour_twin, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
               "optimisation": {**asdict(settings), "batch": args.batch, "also_at": extra},
               "summary": summary, "faces": done,
               "command": " ".join(["python", "experiments/" + Path(sys.argv[0]).name, *sys.argv[1:]])}

@@ -180,3 +180,25 @@ def test_refine_path_gives_each_step_count_in_one_run(tiny_stylegan2):
     assert not torch.equal(path[2], path[4])
     with pytest.raises(StylerigError, match="step counts"):
         EditRefiner(G, student, w_std, TINY).refine_path(ws, step, change, at=[])
+
+
+def test_colour_term_compares_with_the_given_reference(tiny_stylegan2):
+    """refine_path(colour_reference=...): the colour term reads the edit against those images (e.g. the edit's
+    motion transfer) instead of the unedited face; the unedited face as the reference changes nothing."""
+    from stylerig_au.invert import render
+
+    G = tiny_stylegan2
+    refiner = tiny_refiner(G, RefineSettings(steps=2, outside=0.0, identity=0.0, colour=5.0, side=64))
+    ws = sample_ws(G, 2)
+    step = torch.zeros_like(ws)
+    step[:, 3] = 0.1
+    change = torch.zeros(2, len(refiner.aus))
+    change[:, refiner.aus.index(12)] = 2.0
+    with torch.no_grad():
+        faces = render(G, ws, {}).clamp(-1, 1)
+    plain = refiner.refine_path(ws, step, change, [2])[2]
+    same = refiner.refine_path(ws, step, change, [2], colour_reference=faces)[2]
+    other = refiner.refine_path(ws, step, change, [2], colour_reference=-faces)[2]
+    assert torch.allclose(plain, same, atol=1e-6) and not torch.allclose(plain, other, atol=1e-4)
+    with pytest.raises(StylerigError, match="one colour reference image per edit"):
+        refiner.refine_path(ws, step, change, [2], colour_reference=faces[:1])

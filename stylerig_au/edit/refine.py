@@ -132,12 +132,15 @@ class EditRefiner:
     def refine_path(self, ws: torch.Tensor, step: torch.Tensor, change: torch.Tensor, at: list[int],
                     slots: torch.Tensor | None = None, noise: dict[str, torch.Tensor] | None = None,
                     on_step: Callable[[int, dict[str, float]], None] | None = None,
-                    masks: torch.Tensor | None = None, local_from: int | None = None) -> dict[int, torch.Tensor]:
+                    masks: torch.Tensor | None = None, local_from: int | None = None,
+                    colour_reference: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
         """The Δw+ of one refinement after each step count in ``at`` ({count: [N, num_ws, w_dim]}).
 
         One run of ``max(at)`` steps (``settings.steps`` is not used): the Δw+ after k steps is what
-        :meth:`refine` returns with ``steps=k``, so several step counts cost one run. Other arguments as
-        in :meth:`refine`.
+        :meth:`refine` returns with ``steps=k``, so several step counts cost one run. ``colour_reference``:
+        optional images [N, 3, H, W] in [-1, 1] the colour term compares each edit with inside its region
+        (default: the unedited face), e.g. the edit's motion transfer (:mod:`stylerig_au.edit.motion`),
+        which has the edit's geometry and the face's own skin. Other arguments as in :meth:`refine`.
         """
         from stylerig_au.edit.mapper_train import MAX_INTENSITY, region_mask, to_side
         from stylerig_au.identity_net import identity_loss, identity_reference
@@ -152,6 +155,9 @@ class EditRefiner:
             raise StylerigError(f"refine needs one change per student AU: shape [{n}, {len(aus)}], got {list(change.shape)}")
         if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (n, 1)):
             raise StylerigError(f"refine needs one mask per edit, shape [{n}, 1, H, W], got {list(masks.shape)}")
+        if colour_reference is not None and (colour_reference.ndim != 4 or colour_reference.shape[:2] != (n, 3)):
+            raise StylerigError(f"refine needs one colour reference image per edit, shape [{n}, 3, H, W], "
+                                f"got {list(colour_reference.shape)}")
         device = ws.device
         ws, step = ws.detach().float(), step.detach().float()
         change = change.detach().float().to(device)
@@ -179,6 +185,7 @@ class EditRefiner:
         with torch.no_grad():
             base = to_side(render(self.G, ws_r, noise).clamp(-1, 1), s.side)
             base_aus = self.student(base)
+            colour_ref = base if colour_reference is None else to_side(colour_reference[rows].to(device).float(), s.side)
         target = (base_aus + change_r).clamp(0, MAX_INTENSITY)
         keep_mask = 1 - region_mask([[aus[int(j)] for j in row.nonzero().flatten()] for row in on_r], s.side, device=device)
         identity_base = identity_reference(self.face_net, base) if s.identity > 0 else None  # crops and features, once
@@ -212,7 +219,7 @@ class EditRefiner:
                 total = total + s.outside * losses["outside"]
             if s.colour > 0:
                 inside = F.avg_pool2d(1 - keep_mask, 8)
-                diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(base, 8)) ** 2 * inside
+                diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(colour_ref, 8)) ** 2 * inside
                 losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
                 total = total + s.colour * losses["colour"]
             if s.identity > 0:
