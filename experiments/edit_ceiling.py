@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.diagnostics import device_label
     from stylerig_au.edit.mapper import load_default_mapper
     from stylerig_au.edit.mapper_train import to_side
-    from stylerig_au.edit.local import MASK_SIDE, face_landmarks, region_mask, render_local
-    from stylerig_au.edit.motion import find_face, marks_in_box, transfer_motion
+    from stylerig_au.edit.local import MASK_SIDE, face_landmarks, find_face, region_mask, render_local
+    from stylerig_au.edit.motion import marks_in_box, transfer_motion
     from stylerig_au.edit.refine import EditRefiner
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.identity_net import load_identity_net

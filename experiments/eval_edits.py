@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(stylerig_au.edit.motion)")
     ap.add_argument("--motion-gain", type=float, default=1.0,
                     help="with --motion: scale the landmark motion by this")
-    ap.add_argument("--motion-interiors", nargs="*", default=["mouth", "eyes"], metavar="PART",
+    ap.add_argument("--motion-interiors", nargs="*", default=["mouth", "eyes"], choices=["mouth", "eyes"], metavar="PART",
                     help="with --motion: parts taken from the edited render (mouth, eyes; none: pure warp)")
     ap.add_argument("--gain", type=float, default=1.0,
                     help="ask each edit for gain × amount (still scored against amount): how far a method can go")
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.directions import load_default_directions
     from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
-    from stylerig_au.edit.motion import find_face, marks_in_box, transfer_motion
+    from stylerig_au.edit.local import find_face
+    from stylerig_au.edit.motion import marks_in_box, transfer_motion
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
     from stylerig_au.imageio import batch_to_uint8, save_image

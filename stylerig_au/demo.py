@@ -338,13 +338,8 @@ def _measure_motion_transfer(editors: dict, edits: dict, latent: dict, recon, be
     identity to the reconstruction and OpenFace's AU change, recorded under each edit's ``motion_transfer``
     (the picture shows the default, local edits)."""
     from stylerig_au.edit import Editor
-    from stylerig_au.edit import motion
-    from stylerig_au.imageio import to_uint8
     from stylerig_au.metrics import identity_distances
 
-    if motion.find_face(to_uint8(recon[0])) is None:
-        result.not_done.append("motion transfer of the edits: dlib finds no face in the reconstruction")
-        return
     moving: dict[int, Editor] = {}
     for name, edit in edits.items():
         if name not in result.edits:
@@ -353,6 +348,11 @@ def _measure_motion_transfer(editors: dict, edits: dict, latent: dict, recon, be
         if id(source) not in moving:
             moving[id(source)] = Editor(source.G, source.directions, method=source.method, mapper=source.mapper,
                                         motion=True)
+            try:
+                moving[id(source)].faces(latent)  # found once here, reused by each edit's render
+            except StylerigError:
+                result.not_done.append("motion transfer of the edits: dlib finds no face in the reconstruction")
+                return
         try:
             img = moving[id(source)].render(latent, edit)
             both = identity_distances(recon, img, device=device, shared_frame=True)

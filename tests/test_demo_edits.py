@@ -44,6 +44,9 @@ def test_with_directions_edits_are_written(tiny_stylegan2, tmp_path, monkeypatch
     pasted = demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None)
     assert list(result.edits) == list(pasted) == ["smile", "brow_lowerer", "brow_raise"]  # no AU26 direction
     assert any("'jaw_drop'" in line and "AU26" in line for line in result.not_done)
+    # a random generator draws no face for dlib: no motion-transfer numbers, and one line saying why
+    assert "motion transfer of the edits: dlib finds no face in the reconstruction" in result.not_done
+    assert not any("motion_transfer" in e for e in result.edits.values())
     for name, image in pasted.items():
         assert image.shape == photo.shape and not np.array_equal(image, photo)
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"x_{name}.png")), image)
@@ -70,11 +73,11 @@ def test_with_a_mapper_the_demo_adds_a_mapper_smile(tiny_stylegan2, tmp_path, mo
         return {"dlib": np.array([0.25]), "sface": np.array([0.125])}
 
     monkeypatch.setattr("stylerig_au.metrics.identity_distances", fake_identity)
-    from stylerig_au.edit import motion
+    from stylerig_au.edit import local, motion
     from tests.test_local_edit import mean_face
 
-    face = motion.FaceMarks((0, 0, G.resolution, G.resolution), mean_face(G.resolution))
-    monkeypatch.setattr(motion, "find_face", lambda image: face)  # a random generator draws no face for dlib
+    face = local.FaceMarks((0, 0, G.resolution, G.resolution), mean_face(G.resolution))
+    monkeypatch.setattr(local, "find_face", lambda image: face)  # a random generator draws no face for dlib
     monkeypatch.setattr(motion, "marks_in_box", lambda image, f: f.landmarks + np.array([0.0, -0.5]))
     result = demo.DemoResult(out_dir=tmp_path)
     pasted = demo._demo_edits(G, record, photo, transform, tmp_path, "x", "cpu", result, lambda m: None)

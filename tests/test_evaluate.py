@@ -321,13 +321,13 @@ def test_real_generator_generated_faces(tmp_path):
 
 def test_cli_motion_renders_are_their_own_run(cli_setup, tiny_stylegan2, tmp_path, capsys, monkeypatch):
     """`evaluate --motion` measures motion-transfer renders; its folder refuses rows of another render."""
-    from stylerig_au.edit import motion
+    from stylerig_au.edit import local, motion
     from tests.test_local_edit import mean_face
 
     R = tiny_stylegan2.resolution
-    face = motion.FaceMarks((0, 0, R, R), mean_face(R))
+    face = local.FaceMarks((0, 0, R, R), mean_face(R))
     calls = []
-    monkeypatch.setattr(motion, "find_face", lambda image: face)  # a random generator draws no face for dlib
+    monkeypatch.setattr(local, "find_face", lambda image: face)  # a random generator draws no face for dlib
     monkeypatch.setattr(motion, "marks_in_box", lambda image, f: calls.append(1) or f.landmarks + np.array([0.0, -0.5]))
     monkeypatch.setattr(ev, "default_instruments", lambda device="cpu": fake_instruments())
     out = tmp_path / "out"

@@ -237,6 +237,7 @@ def test_a_local_measure_gets_each_au_and_keys_its_own_cache(tiny_stylegan2, tmp
 def test_local_measure_reads_edits_of_its_probes_in_their_regions(tiny_stylegan2, monkeypatch):
     from stylerig_au.edit import learn as learn_module
     from stylerig_au.edit import local as local_module
+    from stylerig_au.edit.local import FaceMarks
     from tests.test_local_edit import mean_face
 
     G = tiny_stylegan2
@@ -248,8 +249,8 @@ def test_local_measure_reads_edits_of_its_probes_in_their_regions(tiny_stylegan2
         return np.full((len(images), K), 2.5, np.float32)
 
     m = learn_module.LocalMeasure(G, read, probes, K)
-    found = iter([mean_face(G.resolution) - 0.5, None])  # the second probe shows no face
-    monkeypatch.setattr("stylerig_au.au.landmarks.landmarks_68", lambda image, detect_max_side=None: next(found))
+    found = iter([FaceMarks((0, 0, G.resolution, G.resolution), mean_face(G.resolution)), None])  # the second: no face
+    monkeypatch.setattr("stylerig_au.edit.local.find_face", lambda image: next(found))
     masks = []
 
     def fake_render_local(G_, base, edit, mask, from_resolution=16):

@@ -12,7 +12,8 @@ import torch
 
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.edit.editor import Editor
-from stylerig_au.edit.local import AU_REGIONS, MASK_SIDE, blended_synthesis, region_mask, region_points, render_local
+from stylerig_au.edit.local import (AU_REGIONS, MASK_SIDE, FaceMarks, blended_synthesis, region_mask, region_points,
+                                    render_local)
 from stylerig_au.edit.spec import AU
 from stylerig_au.errors import StylerigError, StylerigWarning
 from tests.test_mobilestylegan import tiny_mobilestylegan
@@ -149,11 +150,11 @@ def test_local_editor_renders_inside_the_region_and_finds_landmarks_once(monkeyp
     plain, local = Editor(G, _directions(G), local=False), Editor(G, _directions(G))  # local is the default
     calls = []
 
-    def fake_landmarks_68(image, detect_max_side=None):
+    def fake_find_face(image):
         calls.append(image.shape)
-        return mean_face(R) - 0.5
+        return FaceMarks((0, 0, R, R), mean_face(R))
 
-    monkeypatch.setattr("stylerig_au.au.landmarks.landmarks_68", fake_landmarks_68)
+    monkeypatch.setattr("stylerig_au.edit.local.find_face", fake_find_face)
     edit = AU(12, 2)
     base = plain.render(ws)
     global_edit = plain.render(ws, edit)
@@ -175,7 +176,7 @@ def test_local_editor_renders_inside_the_region_and_finds_landmarks_once(monkeyp
 def test_local_editor_without_a_face_renders_globally_with_a_warning(monkeypatch) -> None:
     G = tiny_mobilestylegan()
     ws = G.mapping(torch.randn(1, G.z_dim))[:, None].repeat(1, G.num_ws, 1)[0]
-    monkeypatch.setattr("stylerig_au.au.landmarks.landmarks_68", lambda image, detect_max_side=None: None)
+    monkeypatch.setattr("stylerig_au.edit.local.find_face", lambda image: None)
     local = Editor(G, _directions(G), local=True)
     with pytest.warns(StylerigWarning, match="no face is found .* without locality"):
         image = local.render(ws, AU(12, 2))
@@ -229,7 +230,7 @@ def test_local_editor_refines_the_whole_render(monkeypatch) -> None:
     G = tiny_mobilestylegan()
     R = G.resolution
     ws = G.mapping(torch.randn(1, G.z_dim))[:, None].repeat(1, G.num_ws, 1)[0]
-    monkeypatch.setattr("stylerig_au.au.landmarks.landmarks_68", lambda image, detect_max_side=None: mean_face(R) - 0.5)
+    monkeypatch.setattr("stylerig_au.edit.local.find_face", lambda image: FaceMarks((0, 0, R, R), mean_face(R)))
     refiner = EditRefiner(G, tiny_student(), w_spread(G, 256), RefineSettings(steps=2, outside=0.0, identity=0.0, side=64))
     seen = []
     original = refiner.refine

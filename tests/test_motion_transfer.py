@@ -121,7 +121,7 @@ def test_a_motion_that_would_fold_the_picture_is_shortened() -> None:
 
 
 def _editor_setup(monkeypatch, found: bool = True):
-    from stylerig_au.edit import motion
+    from stylerig_au.edit import local, motion
     from stylerig_au.edit.editor import Editor
     from tests.test_local_edit import _directions
     from tests.test_mobilestylegan import tiny_mobilestylegan
@@ -129,7 +129,7 @@ def _editor_setup(monkeypatch, found: bool = True):
     G = tiny_mobilestylegan()
     ws = G.mapping(torch.randn(1, G.z_dim))[:, None].repeat(1, G.num_ws, 1)[0]
     calls = {"find": 0, "fit": 0}
-    face = motion.FaceMarks((0, 0, G.resolution, G.resolution), mean_face(G.resolution))
+    face = local.FaceMarks((0, 0, G.resolution, G.resolution), mean_face(G.resolution))
 
     def fake_find(image):
         calls["find"] += 1
@@ -141,7 +141,7 @@ def _editor_setup(monkeypatch, found: bool = True):
         moved[[48, 54], 1] -= G.resolution / 64  # the edit lifts the lip corners
         return moved
 
-    monkeypatch.setattr(motion, "find_face", fake_find)
+    monkeypatch.setattr(local, "find_face", fake_find)
     monkeypatch.setattr(motion, "marks_in_box", fake_fit)
     return G, ws, Editor(G, _directions(G), local=False, motion=True), Editor(G, _directions(G), local=False), calls
 
@@ -162,6 +162,26 @@ def test_motion_editor_moves_the_unedited_face_and_finds_it_once(monkeypatch) ->
     frames = moving.interpolate(ws, AU(12, 2), 3)
     assert moving.render(ws, AU(12, 2), ws=torch.stack(frames)).shape[0] == 3  # a batch of frames of one face
     assert calls["find"] == 1  # the face is found once per latent
+
+
+def test_editor_finds_a_face_once_for_landmarks_and_motion(monkeypatch) -> None:
+    """`Editor.faces` is the one face search per latent: local masks, `landmarks()` and motion renders share it."""
+    from stylerig_au.edit.spec import AU
+
+    G, ws, moving, _, calls = _editor_setup(monkeypatch)
+    marks = moving.landmarks(ws)
+    assert marks.shape == (1, 68, 2) and np.array_equal(marks[0], mean_face(G.resolution))
+    moving.render(ws, AU(12, 2))
+    moving.local_masks(ws, AU(4, 1), 1)
+    assert calls["find"] == 1
+
+
+def test_find_face_refuses_images_that_are_not_uint8_rgb() -> None:
+    from stylerig_au.edit.local import find_face
+
+    for bad in (np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8)):
+        with pytest.raises(StylerigError, match="uint8"):
+            find_face(bad)
 
 
 def test_motion_editor_without_a_face_renders_the_edit_with_a_warning(monkeypatch) -> None:
@@ -188,15 +208,15 @@ def test_cli_edit_with_motion_moves_the_face(tiny_stylegan2, tmp_path, monkeypat
     from PIL import Image
 
     from stylerig_au.cli import main
-    from stylerig_au.edit import motion
+    from stylerig_au.edit import local, motion
     from stylerig_au.invert import save_latent
     from stylerig_au.models.checkpoints import save_stylegan2
     from tests.test_edit_cli import latent_record, random_directions
 
     G = tiny_stylegan2
     R = G.resolution
-    face = motion.FaceMarks((0, 0, R, R), mean_face(R))
-    monkeypatch.setattr(motion, "find_face", lambda image: face)
+    face = local.FaceMarks((0, 0, R, R), mean_face(R))
+    monkeypatch.setattr(local, "find_face", lambda image: face)
 
     def lifted(image, face_marks):
         moved = face_marks.landmarks.copy()

@@ -86,8 +86,8 @@ class Editor:
             feature_layers(G)  # a generator that cannot blend is refused here, not at the first render
         self.local, self.local_from = bool(local), int(local_from or DEFAULT_FROM_RESOLUTION)
         self.motion = bool(motion)
-        self._landmarks: dict[bytes, np.ndarray | str] = {}  # landmarks of unedited renders (or why not), by W+ digest
-        self._faces: dict[bytes, tuple[list, torch.Tensor]] = {}  # motion: face boxes and renders of unedited latents
+        self._faces: dict[bytes, list | str] = {}  # unedited renders' FaceMarks (or why not), by W+ digest
+        self._renders: dict[bytes, torch.Tensor] = {}  # motion: unedited renders, warped by each edit
         self._warned: set[bytes] = set()
 
     @property
@@ -173,30 +173,41 @@ class Editor:
             return self._synth_local(latent, ws, edit)
         return self._synth(latent, ws)
 
-    def landmarks(self, latent: Latent) -> np.ndarray:
-        """dlib landmarks float64 [N, 68, 2] of the latent's unedited render(s), in pixels of the R² image
-        (found once per latent and kept). Raises StylerigError when a render shows no face."""
-        from stylerig_au.edit.local import face_landmarks
+    def faces(self, latent: Latent) -> list:
+        """One :class:`~stylerig_au.edit.local.FaceMarks` (dlib box and 68 landmarks in pixels of the R² image)
+        per unedited render of the latent, found once per latent and kept. Raises StylerigError when a render
+        shows no face."""
+        from stylerig_au.edit.local import find_face
         from stylerig_au.imageio import to_uint8
 
         ws = self._ws(latent)
         batch = ws[None] if ws.ndim == 2 else ws
         key = self._key(batch)
-        if key not in self._landmarks:
-            found: list[np.ndarray] | str = []
-            for k, image in enumerate(self._synth(latent, batch)):
-                marks = face_landmarks(to_uint8(image))
-                if marks is None:
-                    found = (f"a local edit needs the face's landmarks, but no face is found in rendered face "
-                             f"{k + 1} of {len(batch)}")
+        if key not in self._faces:
+            images = self._synth(latent, batch)
+            found: list | str = []
+            for k, image in enumerate(images):
+                face = find_face(to_uint8(image))
+                if face is None:
+                    found = f"no face is found in rendered face {k + 1} of {len(batch)}"
                     break
-                found.append(marks)
-            if len(self._landmarks) > 64:
-                self._landmarks.clear()
-            self._landmarks[key] = found if isinstance(found, str) else np.stack(found)
-        if isinstance(self._landmarks[key], str):
-            raise StylerigError(self._landmarks[key])
-        return self._landmarks[key]
+                found.append(face)
+            if len(self._faces) > 64:
+                self._faces.clear()
+            self._faces[key] = found
+            if self.motion and not isinstance(found, str):
+                self._keep_render(key, images)
+        if isinstance(self._faces[key], str):
+            raise StylerigError(self._faces[key])
+        return self._faces[key]
+
+    def landmarks(self, latent: Latent) -> np.ndarray:
+        """dlib landmarks float64 [N, 68, 2] of the latent's unedited render(s), in pixels of the R² image
+        (found once per latent and kept). Raises StylerigError when a render shows no face."""
+        try:
+            return np.stack([face.landmarks for face in self.faces(latent)])
+        except StylerigError as err:
+            raise StylerigError(f"a local edit needs the face's landmarks, but {err}") from None
 
     @staticmethod
     def _key(ws: torch.Tensor) -> bytes:
@@ -229,25 +240,24 @@ class Editor:
             warnings.warn(message, StylerigWarning, stacklevel=5)
 
     def _unedited_faces(self, latent: Latent) -> tuple[list, torch.Tensor] | None:
-        """(one :class:`~stylerig_au.edit.motion.FaceMarks` per latent row, their renders [N, 3, R, R]), found
-        once per latent; None (warned once) when a render shows no face."""
-        from stylerig_au.edit.motion import find_face
-        from stylerig_au.imageio import to_uint8
-
+        """(:meth:`faces`, the unedited renders [N, 3, R, R]) of the latent, or None (warned once) when a
+        render shows no face."""
+        try:
+            faces = self.faces(latent)
+        except StylerigError as err:
+            self._warn_once(latent, f"motion transfer needs the face's landmarks, but {err}; its edits are "
+                                    f"rendered as they are")
+            return None
         base = self._ws(latent)
-        base = base[None] if base.ndim == 2 else base
-        key = self._key(base)
-        if key not in self._faces:
-            images = self._synth(latent, base)
-            faces = [find_face(to_uint8(image)) for image in images]
-            if any(face is None for face in faces):
-                self._warn_once(latent, f"motion transfer needs the face's landmarks, but no face is found in a render "
-                                        f"of {len(base)}; its edits are rendered as they are")
-                return None
-            if len(self._faces) >= 8:  # renders are big: keep a few latents (an animation reuses one)
-                self._faces.clear()
-            self._faces[key] = (faces, images)
-        return self._faces[key]
+        key = self._key(base[None] if base.ndim == 2 else base)
+        if key not in self._renders:  # dropped from the few kept
+            self._keep_render(key, self._synth(latent, base))
+        return faces, self._renders[key]
+
+    def _keep_render(self, key: bytes, images: torch.Tensor) -> None:
+        if len(self._renders) >= 8:  # renders are big: keep a few latents (an animation reuses one)
+            self._renders.clear()
+        self._renders[key] = images
 
     def _synth_motion(self, latent: Latent, ws: torch.Tensor, edit: Edit) -> torch.Tensor:
         from stylerig_au.edit.motion import marks_in_box, transfer_motion

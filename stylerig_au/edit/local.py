@@ -83,13 +83,42 @@ def _face_axes(landmarks: np.ndarray) -> tuple[float, np.ndarray]:
     return iod, up / max(float(np.linalg.norm(up)), 1e-6)
 
 
-def face_landmarks(image: np.ndarray) -> np.ndarray | None:
-    """dlib's 68 landmarks float64 [68, 2] of the face in a rendered uint8 [H, W, 3] image, in the
-    continuous pixel coordinates :func:`region_mask` takes (pixel centres at +0.5), or None: no face."""
-    from stylerig_au.au.landmarks import landmarks_68
+DETECT_SIDE = 512  # renders are searched for their face at this size (the landmarks are fitted at full size)
 
-    marks = landmarks_68(image, detect_max_side=512)
-    return None if marks is None else marks + 0.5
+
+@dataclass(frozen=True)
+class FaceMarks:
+    """A rendered face's dlib box and 68 landmarks, found once and reused for each of its edits.
+
+    Attributes:
+        box: (left, top, right, bottom) dlib face box in image pixels.
+        landmarks: float64 [68, 2] (x, y), continuous pixel coordinates (pixel centres at +0.5), the frame
+            :func:`region_mask` takes.
+    """
+
+    box: tuple[int, int, int, int]
+    landmarks: np.ndarray
+
+
+def find_face(image: np.ndarray) -> FaceMarks | None:
+    """The most confident face of a rendered uint8 [H, W, 3] image (dlib, searched at ≤ 512 px), or None."""
+    from stylerig_au.align import detect_faces, landmarks68
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise StylerigError(f"find_face takes a uint8 [H, W, 3] image, got {image.dtype} of shape {image.shape}")
+    image = np.ascontiguousarray(image)
+    found = detect_faces(image, 1, max_side=DETECT_SIDE)
+    if not found:
+        return None
+    box = found[0][0]
+    return FaceMarks(box, landmarks68(image, box))
+
+
+def face_landmarks(image: np.ndarray) -> np.ndarray | None:
+    """The landmarks float64 [68, 2] of :func:`find_face` (continuous pixel coordinates), or None: no face."""
+    face = find_face(image)
+    return None if face is None else face.landmarks
 
 
 def _checked(landmarks: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ taken from the edited render inside the edited face's inner-lip and eye outlines
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.interpolate import RBFInterpolator
 
+from stylerig_au.edit.local import FaceMarks  # found by stylerig_au.edit.local.find_face
 from stylerig_au.errors import StylerigError
 
 FLOW_SIDE = 128  # the spline is evaluated on this grid and upsampled (it is smooth at this scale)
@@ -34,30 +34,6 @@ INTERIORS = {"mouth": (tuple(range(60, 68)),), "eyes": (tuple(range(36, 42)), tu
 # the spline's smoothing, in squared IOD: absorbs the landmark predictor's sub-pixel jitter
 SMOOTHING_IOD2 = 1e-4
 MIN_JACOBIAN = 0.3  # the motion may squash area to 30 %, no further (see limit_folding)
-
-
-@dataclass(frozen=True)
-class FaceMarks:
-    """The unedited face's box and landmarks, found once and reused for each of its edits.
-
-    Attributes:
-        box: (left, top, right, bottom) dlib face box in image pixels.
-        landmarks: float64 [68, 2] (x, y), continuous pixel coordinates (pixel centres at +0.5).
-    """
-
-    box: tuple[int, int, int, int]
-    landmarks: np.ndarray
-
-
-def find_face(image: np.ndarray) -> FaceMarks | None:
-    """The most confident face of a uint8 [H, W, 3] render (dlib, searched at ≤ 512 px), or None."""
-    from stylerig_au.align import detect_faces, landmarks68
-
-    found = detect_faces(np.ascontiguousarray(image), 1, max_side=512)
-    if not found:
-        return None
-    box = found[0][0]
-    return FaceMarks(box, landmarks68(image, box))
 
 
 def marks_in_box(image: np.ndarray, face: FaceMarks) -> np.ndarray:
