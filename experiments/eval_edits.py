@@ -46,6 +46,7 @@ Prints a table and writes ``experiments/results/eval_edits_<device>.json`` and a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
     ap.add_argument("--directions", default=None, help="directions file (default: the bundled ones)")
     ap.add_argument("--method", choices=("linear", "mapper"), default="linear")
+    ap.add_argument("--stylespace", type=Path, default=None,
+                    help="edit by these style-space channel offsets (experiments/stylespace_edits.py) instead of --method")
     ap.add_argument("--mapper", default=None, help="mapper file for --method mapper (default: the bundled one)")
     ap.add_argument("--expressible", type=Path, default=None,
                     help="an expressible_aus.py result: summarise over the AUs the generator can express at +amount "
@@ -157,6 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.evaluate import make_editor
 
     editor = make_editor(G, source)
+    style_edits = None
+    if args.stylespace is not None:
+        from stylespace_edits import load_edits  # experiments/ is on sys.path when a script runs from it
+        from stylerig_au.edit.stylespace import style_offsets
+
+        try:
+            style_edits = load_edits(args.stylespace, G)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        described = {"stylespace": str(args.stylespace)}
     judge = None
     if not args.no_attributes:
         from stylerig_au.attributes import load_judge
@@ -165,13 +179,30 @@ def main(argv: list[str] | None = None) -> int:
     detector = make_detector("openface").to(device)
     aus = list(dirs.aus)
     det_aus = list(detector.aus)
-    suffix = "" if args.method == "linear" else f"_{args.method}"
+    suffix = "_stylespace" if style_edits is not None else "" if args.method == "linear" else f"_{args.method}"
     out = args.out or REPO / "experiments" / "results" / f"eval_edits_{'cuda' if device.startswith('cuda') else 'cpu'}{suffix}.json"
 
     def render(ws: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
         with torch.no_grad():
             img = G.synthesis(ws).clamp(-1, 1)
         return batch_to_uint8(img), img
+
+    def render_edit(ws, edited_ws, base, face, base_marks, au) -> tuple[torch.Tensor, np.ndarray]:
+        """(edited image [1, 3, R, R] in [-1, 1], uint8 copy) as --motion, --local or a global render shows it."""
+        if args.motion:
+            with torch.no_grad():
+                moving = G.synthesis(edited_ws).clamp(-1, 1)
+            moved_marks = marks_in_box(batch_to_uint8(moving)[0], face)
+            edit = transfer_motion(base, moving, face.landmarks, moved_marks, [au], args.motion_gain,
+                                   args.motion_interiors).clamp(-1, 1)
+            return edit, batch_to_uint8(edit)
+        if args.local:
+            mask = torch.from_numpy(region_mask(base_marks[0], [au], MASK_SIDE, G.resolution))[None, None]
+            with torch.no_grad():
+                edit = render_local(G, ws, edited_ws, mask.to(device), from_resolution=args.local_from).clamp(-1, 1)
+            return edit, batch_to_uint8(edit)
+        edit_u8, edit = render(edited_ws)
+        return edit, edit_u8
 
     rows = []
     tiles = []
@@ -204,21 +235,14 @@ def main(argv: list[str] | None = None) -> int:
                     row_tiles.append(np.zeros_like(base_u8[0]))
                 continue
             tick = time.perf_counter()
-            edited_ws = editor.edit(ws, AU(au, args.amount * args.gain))
-            if args.motion:
-                with torch.no_grad():
-                    moving = G.synthesis(edited_ws).clamp(-1, 1)
-                moved_marks = marks_in_box(batch_to_uint8(moving)[0], face)
-                edit = transfer_motion(base, moving, face.landmarks, moved_marks, [au], args.motion_gain,
-                                       args.motion_interiors).clamp(-1, 1)
-                edit_u8 = batch_to_uint8(edit)
-            elif args.local:
-                mask = torch.from_numpy(region_mask(base_marks[0], [au], MASK_SIDE, G.resolution))[None, None]
-                with torch.no_grad():
-                    edit = render_local(G, ws, edited_ws, mask.to(device), from_resolution=args.local_from).clamp(-1, 1)
-                edit_u8 = batch_to_uint8(edit)
-            else:
-                edit_u8, edit = render(edited_ws)
+            if style_edits is None:
+                edited_ws, styled = editor.edit(ws, AU(au, args.amount * args.gain)), contextlib.nullcontext()
+            else:  # the latent stays, the styles move while the edit renders ([base; edit] rows for a local render)
+                offset = style_edits[au].to(device) * args.amount * args.gain
+                rows = torch.stack([torch.zeros_like(offset), offset]) if args.local and not args.motion else offset
+                edited_ws, styled = ws, style_offsets(G, rows)
+            with styled:
+                edit, edit_u8 = render_edit(ws, edited_ws, base, face, base_marks, au)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - tick)
@@ -275,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = out.with_suffix(".png")
     save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {
-        "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": args.method,
+        "device": device_label(device), "torch": torch.__version__, "generator": G.name, "method": "stylespace" if style_edits is not None else args.method,
         **described, "amount": args.amount, "psi": args.psi,
         "local_from_resolution": args.local_from if args.local else None, "gain": args.gain,
         "motion_gain": args.motion_gain if args.motion else None,

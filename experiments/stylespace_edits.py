@@ -1,0 +1,233 @@
+"""Find each AU's style-space channels: local to the AU's face region and tied to the AU across samples.
+
+A StyleSpace-style edit (Wu et al. 2021) for issue 26's third lever. For each AU:
+
+1. **Locality**: on a few probe faces (seeds from 1,000,000, never held out), how much of the feature
+   map each style channel scales lies inside the AU's region (:func:`stylerig_au.edit.local.region_mask`),
+   by energy (:func:`locality`).
+2. **Tie to the AU**: the correlation, over the AU dataset's generator samples (``--samples``, from
+   ``learn-directions``; the OpenFace readings stored there), between each channel's style and the AU's
+   reading, both with the head pose regressed out.
+3. The edit moves the ``--top`` channels most tied to the AU among those whose locality is at least
+   ``--min-local``, each by its correlation times its spread over the samples, scaled by one step size.
+4. The step size (its sign included) is calibrated on the probe faces with the **student** detector (so OpenFace stays an
+   independent judge in ``eval_edits.py --stylespace``) to read ``+2``.
+
+Writes a JSON file of per-AU channels and offsets (``--out``; cached work in ``<out>.cache.npz``, so a rerun
+resumes), read by ``python experiments/eval_edits.py --stylespace FILE``.
+
+    python experiments/stylespace_edits.py --samples DIR --out experiments/results/stylespace_channels_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+PROBE_SEED_START = 1_000_000
+SIDE = 256  # region masks are drawn at this size, then area-resized to each feature map
+
+
+def residual(y: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """y [N, K] with a linear fit on pose [N, P] (plus a constant) removed."""
+    x = np.concatenate([pose, np.ones((len(pose), 1))], 1)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return y - x @ coef
+
+
+def correlations(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation [K, C] of every column of y [N, K] with every column of s [N, C]."""
+    s = (s - s.mean(0)) / (s.std(0) + 1e-8)
+    y = (y - y.mean(0)) / (y.std(0) + 1e-8)
+    return (y.T @ s) / len(s)
+
+
+def locality(G, probe_ws: torch.Tensor, aus: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(share [len(aus), C] of each style channel's feature energy that lies inside each AU's region, averaged
+    over the probe faces (faces dlib does not find are skipped); side [C] of the feature map each channel scales).
+
+    A style channel scales one input channel x_c of its layer, so its effect on that layer's output (and,
+    through the later local convolutions and upsamplings, on the picture) lives where x_c is active: the
+    share is ``Σ M x_c² / Σ x_c²`` over the feature map, M the region mask at the map's resolution. The
+    first layer's input is a learned constant (4×4) and counts the same way.
+    """
+    from stylerig_au.edit.local import find_face, region_mask
+    from stylerig_au.edit.stylespace import style_layers
+    from stylerig_au.imageio import batch_to_uint8
+
+    layers = style_layers(G)
+    total = layers[-1].start + layers[-1].channels
+    named = dict(G.synthesis.named_modules())
+    inside = np.zeros((len(aus), total))
+    side = np.zeros(total)
+    counted = 0
+    for w in tqdm(probe_ws, desc="style channels' locality", unit="face"):
+        energy: dict[str, torch.Tensor] = {}
+
+        def keep(layer):
+            def hook(_module, inputs):
+                energy[layer.name] = inputs[0].detach().float()[0] ** 2  # [C, H, W]
+            return hook
+
+        handles = [named[layer.name.removesuffix(".mod").removeprefix("synthesis.")].register_forward_pre_hook(keep(layer))
+                   for layer in layers]
+        try:
+            with torch.no_grad():
+                image = G.synthesis(w[None]).clamp(-1, 1)
+        finally:
+            for h in handles:
+                h.remove()
+        face = find_face(batch_to_uint8(image)[0])
+        if face is None:
+            continue
+        counted += 1
+        for i, au in enumerate(aus):
+            mask = torch.from_numpy(region_mask(face.landmarks, [au], SIDE, G.resolution))[None, None]
+            for layer in layers:
+                e = energy[layer.name]
+                side[layer.start:layer.start + layer.channels] = e.shape[-1]
+                m = F.interpolate(mask, size=e.shape[-2:], mode="area")[0]
+                share = (e * m).sum((1, 2)) / e.sum((1, 2)).clamp_min(1e-30)
+                inside[i, layer.start:layer.start + layer.channels] += share.numpy()
+    return inside / max(counted, 1), side
+
+
+def offsets_for(corr: np.ndarray, local: np.ndarray, spread: np.ndarray, top: int, min_local: float,
+                allowed_side: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(channels [k], unit offsets [k]) of one AU: the ``top`` channels most correlated with it among those
+    at least ``min_local`` inside its region (and where ``allowed_side`` [C] is True), each moved by
+    corr / max|corr| times its spread."""
+    allowed = np.flatnonzero((local >= min_local) & (True if allowed_side is None else allowed_side))
+    if allowed.size == 0:
+        return np.zeros(0, int), np.zeros(0)
+    chosen = allowed[np.argsort(-np.abs(corr[allowed]))[:top]]
+    return chosen, corr[chosen] / np.abs(corr[chosen]).max() * spread[chosen]
+
+
+def offset_vector(total: int, channels, unit, scale: float) -> torch.Tensor:
+    """A flat style offset [total] moving ``channels`` by ``scale · unit``."""
+    out = torch.zeros(total)
+    out[torch.as_tensor(np.asarray(channels, dtype=np.int64))] = torch.as_tensor(np.asarray(unit, np.float32)) * float(scale)
+    return out
+
+
+def load_edits(path: Path, G) -> dict[int, torch.Tensor]:
+    """The per-AU style offsets [C] of a file this script wrote, each for a ``+step`` edit; raises
+    ValueError (with what to do) for a file of another kind or generator."""
+    from stylerig_au.edit.stylespace import style_layers
+
+    record = json.loads(Path(path).read_text())
+    if record.get("format") != "stylerig-au/stylespace-channels" or record.get("generator") != G.name:
+        raise ValueError(f"{path}: not style-space channels for {G.name}; make them with experiments/stylespace_edits.py")
+    layers = style_layers(G)
+    total = layers[-1].start + layers[-1].channels
+    return {int(au): offset_vector(total, e["channels"], e["unit"], e["scale"] / record["settings"]["step"])
+            for au, e in record["aus"].items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=Path, required=True, help="AU dataset folder (learn-directions --data)")
+    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "stylespace_channels_cpu.json")
+    ap.add_argument("--generator", default="mobilestylegan-ffhq-1024")
+    ap.add_argument("--probe-faces", type=int, default=4)
+    ap.add_argument("--top", type=int, default=16, help="channels per AU")
+    ap.add_argument("--min-local", type=float, default=0.6, help="least share of a channel's effect inside the region")
+    ap.add_argument("--min-side", type=int, default=16, help="only channels of feature maps at least this big (coarser maps cannot be local)")
+    ap.add_argument("--rounds", type=int, default=3, help="step sizes measured per AU (the closest to --step is kept)")
+    ap.add_argument("--step", type=float, default=2.0)
+    ap.add_argument("--start-scale", type=float, default=5.0, help="first step size tried (the strongest channel moves this many spreads)")
+    ap.add_argument("--max-scale", type=float, default=20.0, help="largest step size (in sample spreads)")
+    ap.add_argument("--psi", type=float, default=0.8)
+    args = ap.parse_args(argv)
+
+    from stylerig_au.au.detect import make_detector
+    from stylerig_au.au.vocab import AU_NUMBERS
+    from stylerig_au.edit.mapper_train import to_side
+    from stylerig_au.edit.stylespace import style_layers, style_offsets, styles
+    from stylerig_au.fileio import atomic_write_text
+    from stylerig_au.models import load_generator, seed_ws
+    from stylerig_au.samples import load_samples
+
+    try:
+        samples = load_samples(args.samples).valid()
+    except Exception as err:  # noqa: BLE001 - one line for a wrong folder
+        print(f"error: {args.samples}: not an AU dataset ({err}); make one with stylerig-au learn-directions --data DIR",
+              file=sys.stderr)
+        return 2
+    G = load_generator(args.generator)
+    layers = style_layers(G)
+    total = layers[-1].start + layers[-1].channels
+    ws = samples.w[:, None].repeat(1, G.num_ws, 1)
+    s = styles(G, ws).numpy().astype(np.float64)
+    spread = s.std(0)
+    aus = [int(a) for a in samples.meta["aus"]]
+    y = residual(samples.aus.numpy().astype(np.float64), samples.pose.numpy().astype(np.float64))
+    corr = correlations(residual(s, samples.pose.numpy().astype(np.float64)), y)  # [17, C]
+
+    probe_ws = seed_ws(G, PROBE_SEED_START, args.probe_faces, args.psi)
+    cache = args.out.with_name(args.out.stem + ".cache.npz")
+    key = f"{args.probe_faces}-{args.psi}-energy"
+    if cache.is_file() and str(np.load(cache)["key"]) == key:
+        local, side = np.load(cache)["local"], np.load(cache)["side"]
+    else:
+        local, side = locality(G, probe_ws, aus)
+        np.savez(cache, local=local, side=side, key=key)
+
+    student = make_detector("student")
+    student_aus = list(student.aus)
+
+    def read(images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return student(to_side(images.clamp(-1, 1), 256)).float().numpy()
+
+    with torch.no_grad():
+        base = read(G.synthesis(probe_ws))
+    result = {}
+    for i, au in enumerate(tqdm(aus, desc="calibrate style edits", unit="AU")):
+        channels, unit = offsets_for(corr[i], local[i], spread, args.top, args.min_local, side >= args.min_side)
+        entry = {"channels": channels.tolist(), "unit": [round(float(u), 6) for u in unit],
+                 "correlation": [round(float(c), 4) for c in corr[i][channels]],
+                 "locality": [round(float(v), 3) for v in local[i][channels]],
+                 "layers": [next(lay.name for lay in layers if lay.start <= c < lay.start + lay.channels) for c in channels],
+                 "scales": [], "student_reads": []}
+        if channels.size == 0 or au not in student_aus:
+            entry["scale"] = 0.0
+            result[str(au)] = entry
+            continue
+        scale = args.start_scale
+        for _ in range(args.rounds):
+            with torch.no_grad(), style_offsets(G, offset_vector(total, channels, unit, scale)):
+                achieved = float(np.nanmean(read(G.synthesis(probe_ws))[:, student_aus.index(au)] - base[:, student_aus.index(au)]))
+            entry["scales"].append(scale)
+            entry["student_reads"].append(round(achieved, 3))
+            # the sign may flip: a channel's correlation over samples need not be its effect on one face
+            wanted = scale * args.step / achieved if abs(achieved) > 0.05 else args.max_scale
+            wanted = float(np.clip(wanted, -args.max_scale, args.max_scale))
+            if wanted in entry["scales"]:
+                break
+            scale = wanted
+        # far offsets break the face rather than move the AU further: keep the measured scale that came closest
+        entry["scale"] = entry["scales"][int(np.argmin([abs(r - args.step) for r in entry["student_reads"]]))]
+        result[str(au)] = entry
+        print(f"AU{au}: {len(channels)} channels, student {entry['student_reads']} at scales "
+              f"{[round(x, 2) for x in entry['scales']]} -> {entry['scale']:.2f}")
+    record = {"format": "stylerig-au/stylespace-channels", "generator": G.name, "channels_total": total,
+              "samples": len(samples), "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "au_order": list(AU_NUMBERS), "aus": result}
+    atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
