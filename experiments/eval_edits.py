@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = []
     base_faces = []
     ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
-    bar = tqdm(total=args.faces * (len(aus) + 1), desc=f"eval edits ({args.method})", unit="img")
+    bar = tqdm(total=args.faces * (len(aus) + 1), desc=f"eval edits ({'stylespace' if style_edits is not None else args.method})", unit="img")
     for f in range(args.faces):
         ws = ws_all[f:f + 1]
         base_u8, base = render(ws)
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 edited_ws, styled = editor.edit(ws, AU(au, args.amount * args.gain)), contextlib.nullcontext()
             else:  # the latent stays, the styles move while the edit renders ([base; edit] rows for a local render)
                 offset = style_edits[au].to(device) * args.amount * args.gain
-                rows = torch.stack([torch.zeros_like(offset), offset]) if args.local and not args.motion else offset
-                edited_ws, styled = ws, style_offsets(G, rows)
+                per_image = torch.stack([torch.zeros_like(offset), offset]) if args.local and not args.motion else offset
+                edited_ws, styled = ws, style_offsets(G, per_image)
             with styled:
                 edit, edit_u8 = render_edit(ws, edited_ws, base, face, base_marks, au)
             if device.startswith("cuda"):

@@ -6,8 +6,9 @@ A StyleSpace-style edit (Wu et al. 2021) for issue 26's third lever. For each AU
    map each style channel scales lies inside the AU's region (:func:`stylerig_au.edit.local.region_mask`),
    by energy (:func:`locality`).
 2. **Tie to the AU**: the correlation, over the AU dataset's generator samples (``--samples``, from
-   ``learn-directions``; the OpenFace readings stored there), between each channel's style and the AU's
-   reading, both with the head pose regressed out.
+   ``learn-directions``; the OpenFace readings stored there, or with ``--target geometry`` their shape
+   term), between each channel's style and the AU's reading, both with the head pose (and with
+   ``--control attributes`` the judged age and gender) regressed out.
 3. The edit moves the ``--top`` channels most tied to the AU among those whose locality is at least
    ``--min-local``, each by its correlation times its spread over the samples, scaled by one step size.
 4. The step size (its sign included) is calibrated on the probe faces with the **student** detector (so OpenFace stays an
@@ -148,10 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-scale", type=float, default=5.0, help="first step size tried (the strongest channel moves this many spreads)")
     ap.add_argument("--max-scale", type=float, default=20.0, help="largest step size (in sample spreads)")
     ap.add_argument("--psi", type=float, default=0.8)
+    ap.add_argument("--target", choices=("openface", "geometry"), default="openface",
+                    help="what the channels are tied to: OpenFace's readings, or their shape term (landmarks only)")
+    ap.add_argument("--control", nargs="*", choices=("attributes",), default=[],
+                    help="also regress the judged age and gender out before correlating (besides the head pose)")
     args = ap.parse_args(argv)
 
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.vocab import AU_NUMBERS
+    from stylerig_au.edit import learn
     from stylerig_au.edit.mapper_train import to_side
     from stylerig_au.edit.stylespace import style_layers, style_offsets, styles
     from stylerig_au.fileio import atomic_write_text
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.samples import load_samples
 
     try:
-        samples = load_samples(args.samples).valid()
+        samples = load_samples(args.samples, with_images="attributes" in args.control).valid()
     except Exception as err:  # noqa: BLE001 - one line for a wrong folder
         print(f"error: {args.samples}: not an AU dataset ({err}); make one with stylerig-au learn-directions --data DIR",
               file=sys.stderr)
@@ -171,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     s = styles(G, ws).numpy().astype(np.float64)
     spread = s.std(0)
     aus = [int(a) for a in samples.meta["aus"]]
-    y = residual(samples.aus.numpy().astype(np.float64), samples.pose.numpy().astype(np.float64))
-    corr = correlations(residual(s, samples.pose.numpy().astype(np.float64)), y)  # [17, C]
+    y = samples.aus.numpy().astype(np.float64) if args.target == "openface" else learn.geometry_labels(samples)
+    controls = [samples.pose.numpy().astype(np.float64)]
+    if "attributes" in args.control:  # InterFaceGAN-style conditioning: what the judged age and gender explain goes
+        controls.append(learn.attribute_values(samples, int(samples.meta["image_size"])))
+    controls = np.concatenate(controls, 1)
+    keep = np.isfinite(controls).all(1) & np.isfinite(y).all(1)
+    corr = correlations(residual(s[keep], controls[keep]), residual(y[keep], controls[keep]))  # [17, C]
 
     probe_ws = seed_ws(G, PROBE_SEED_START, args.probe_faces, args.psi)
     cache = args.out.with_name(args.out.stem + ".cache.npz")
