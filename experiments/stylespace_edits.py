@@ -11,6 +11,9 @@ A StyleSpace-style edit (Wu et al. 2021) for issue 26's third lever. For each AU
    ``--control attributes`` the judged age and gender) regressed out.
 3. The edit moves the ``--top`` channels most tied to the AU among those whose locality is at least
    ``--min-local``, each by its correlation times its spread over the samples, scaled by one step size.
+   With ``--select effect`` the ``--candidates`` most tied are measured instead (:func:`channel_effects`:
+   each moved alone on the probe faces) and the ``--top`` that move the AU's landmark feature furthest per
+   unit of SFace identity change are kept, each with the sign of its measured motion.
 4. The step size (its sign included) is calibrated on the probe faces with the **student** detector (so OpenFace stays an
    independent judge in ``eval_edits.py --stylespace``) to read ``+2``.
 
@@ -114,6 +117,44 @@ def offsets_for(corr: np.ndarray, local: np.ndarray, spread: np.ndarray, top: in
     return chosen, corr[chosen] / np.abs(corr[chosen]).max() * spread[chosen]
 
 
+def channel_effects(G, probe_ws: torch.Tensor, channels: np.ndarray, spread: np.ndarray, aus: list[int],
+                    sigmas: float) -> tuple[np.ndarray, np.ndarray]:
+    """What moving each channel by ``sigmas`` spreads does on the probe faces: (geometric motion float64
+    [len(channels), len(aus)] of each AU's landmark feature (:func:`stylerig_au.au.geometry.au_motion`, IOD,
+    positive the AU's way), SFace identity distance [len(channels)] to the unedited face), means over faces
+    dlib finds. A channel's effect is measured, not inferred from the samples, so a channel that grows a beard
+    on faces whose OpenFace reading is high is not credited with moving the lips."""
+    from stylerig_au.au.geometry import au_motion
+    from stylerig_au.edit.local import find_face
+    from stylerig_au.edit.motion import marks_in_box
+    from stylerig_au.edit.stylespace import style_layers, style_offsets
+    from stylerig_au.imageio import batch_to_uint8
+    from stylerig_au.metrics import sface_distance
+
+    layers = style_layers(G)
+    total = layers[-1].start + layers[-1].channels
+    motion = np.zeros((len(channels), len(aus)))
+    identity = np.zeros(len(channels))
+    faces = []
+    with torch.no_grad():
+        for w in probe_ws:
+            base = G.synthesis(w[None]).clamp(-1, 1)
+            face = find_face(batch_to_uint8(base)[0])
+            if face is not None:
+                faces.append((w, base, face))
+    if not faces:
+        raise SystemExit("error: dlib finds no face in the probe renders")
+    for k, c in enumerate(tqdm(channels, desc="style channels' effects", unit="channel")):
+        for w, base, face in faces:
+            with torch.no_grad(), style_offsets(G, offset_vector(total, [c], [spread[c]], sigmas)):
+                moved = G.synthesis(w[None]).clamp(-1, 1)
+            marks = marks_in_box(batch_to_uint8(moved)[0], face)
+            for i, au in enumerate(aus):
+                motion[k, i] += float(au_motion(face.landmarks[None], marks[None], au)[0]) / len(faces)
+            identity[k] += float(sface_distance(base, moved, boxes=[(face.box, face.box)])[0]) / len(faces)
+    return motion, identity
+
+
 def offset_vector(total: int, channels, unit, scale: float) -> torch.Tensor:
     """A flat style offset [total] moving ``channels`` by ``scale · unit``."""
     out = torch.zeros(total)
@@ -151,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--psi", type=float, default=0.8)
     ap.add_argument("--target", choices=("openface", "geometry"), default="openface",
                     help="what the channels are tied to: OpenFace's readings, or their shape term (landmarks only)")
+    ap.add_argument("--select", choices=("correlation", "effect"), default="correlation",
+                    help="correlation: the channels most tied to the AU over the samples; effect: of the --candidates "
+                         "most tied, those whose measured landmark motion per unit of SFace identity change is largest")
+    ap.add_argument("--candidates", type=int, default=48, help="with --select effect: channels measured per AU")
+    ap.add_argument("--effect-sigmas", type=float, default=6.0, help="with --select effect: how far each channel is moved")
     ap.add_argument("--control", nargs="*", choices=("attributes",), default=[],
                     help="also regress the judged age and gender out before correlating (besides the head pose)")
     args = ap.parse_args(argv)
@@ -203,9 +249,29 @@ def main(argv: list[str] | None = None) -> int:
 
     with torch.no_grad():
         base = read(G.synthesis(probe_ws))
+    chosen = {}
+    for i, au in enumerate(aus):
+        chosen[au] = offsets_for(corr[i], local[i], spread, args.candidates if args.select == "effect" else args.top,
+                                 args.min_local, side >= args.min_side)
+    if args.select == "effect":  # keep the candidates that move the AU's landmarks most per unit of identity change
+        pool = np.unique(np.concatenate([c for c, _ in chosen.values()]))
+        effects = args.out.with_name(args.out.stem + ".effects.npz")
+        if effects.is_file() and np.array_equal(np.load(effects)["pool"], pool):
+            motion, identity = np.load(effects)["motion"], np.load(effects)["identity"]
+        else:
+            motion, identity = channel_effects(G, probe_ws, pool, spread, aus, args.effect_sigmas)
+            np.savez(effects, pool=pool, motion=motion, identity=identity)
+        for i, au in enumerate(aus):
+            rows = np.searchsorted(pool, chosen[au][0])
+            merit = np.abs(motion[rows, i]) / (identity[rows] + 0.02)
+            best = np.argsort(-merit)[:args.top]
+            best = best[np.abs(motion[rows[best], i]) > 0.002]  # a channel that moves the feature under 0.2 % IOD: none
+            channels = chosen[au][0][best]
+            sign = np.sign(motion[rows[best], i])
+            chosen[au] = (channels, sign * spread[channels] * merit[best] / max(float(merit[best].max(initial=0)), 1e-9))
     result = {}
     for i, au in enumerate(tqdm(aus, desc="calibrate style edits", unit="AU")):
-        channels, unit = offsets_for(corr[i], local[i], spread, args.top, args.min_local, side >= args.min_side)
+        channels, unit = chosen[au]
         entry = {"channels": channels.tolist(), "unit": [round(float(u), 6) for u in unit],
                  "correlation": [round(float(c), 4) for c in corr[i][channels]],
                  "locality": [round(float(v), 3) for v in local[i][channels]],

@@ -110,3 +110,35 @@ def test_channel_choice_and_offsets_file(G, tmp_path) -> None:
     path.write_text(json.dumps({**record, "generator": "another"}))
     with pytest.raises(ValueError, match="make them with experiments/stylespace_edits.py"):
         script.load_edits(path, G)
+
+
+def test_channel_effects_measure_each_channel_alone(G, monkeypatch) -> None:
+    """experiments/stylespace_edits.py --select effect: each channel moved alone, its landmark motion and identity
+    cost read on the probe faces (dlib faked: a random generator draws no face)."""
+    import numpy as np
+
+    from stylerig_au.edit import local, motion
+    from stylerig_au.edit.local import FaceMarks
+    from tests.test_eval_edits_stats import load_script
+    from tests.test_local_edit import mean_face
+
+    script = load_script("stylespace_edits")
+    R = G.resolution
+    face = FaceMarks((0, 0, R, R), mean_face(R))
+    monkeypatch.setattr(local, "find_face", lambda image: face)
+    rendered = []
+
+    def lift_corners(image, f):  # the lip corners rise with the picture's mean brightness
+        rendered.append(float(image.mean()))
+        marks = f.landmarks.copy()
+        marks[[48, 54], 1] -= image.mean() / 8
+        return marks
+
+    monkeypatch.setattr(motion, "marks_in_box", lift_corners)
+    monkeypatch.setattr("stylerig_au.metrics.sface_distance", lambda a, b, boxes=None: np.array([0.1]))
+    ws = _ws(G)
+    spread = styles(G, ws).std(0).numpy()
+    moved, identity = script.channel_effects(G, ws, np.array([3, 7]), spread, [12, 4], sigmas=4.0)
+    assert moved.shape == (2, 2) and np.allclose(identity, 0.1)
+    assert len(rendered) == 4  # two channels, each on both probe faces
+    assert np.all(moved[:, 1] == 0) and np.all(moved[:, 0] > 0)  # AU4's brows do not move; AU12's corners rise
