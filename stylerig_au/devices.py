@@ -19,15 +19,25 @@ _SPEC = re.compile(r"^(cpu|cuda|auto)(?::(\d+))?$")
 HELP = "Torch device: cpu, cuda or cuda:N (cuda: the current GPU; under torchrun: GPU LOCAL_RANK)."
 
 
-def torchrun_local_rank() -> int | None:
-    """``LOCAL_RANK`` (default ``RANK``, then 0) when launched by torchrun with ``WORLD_SIZE`` > 1, else None."""
+def torchrun_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    which defaults to ``RANK``: one machine); (0, 1, 0) without it. The one reading of that environment:
+    device choice, sharded inversion and distributed training all use it."""
     try:
+        rank = int(os.environ.get("RANK", "0"))
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return None
-        return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as err:
         raise StylerigError(f"bad torchrun environment (WORLD_SIZE / LOCAL_RANK / RANK): {err}") from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise StylerigError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}")
+    return rank, world, local
+
+
+def torchrun_local_rank() -> int | None:
+    """``LOCAL_RANK`` (default ``RANK``, then 0) when launched by torchrun with ``WORLD_SIZE`` > 1, else None."""
+    rank, world, local = torchrun_env()
+    return local if world > 1 else None
 
 
 def parse_device(spec: str, allow_auto: bool = False) -> tuple[str, int | None]:

@@ -455,13 +455,11 @@ class FileResult:
 
 
 def shard_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if world < 1 or not 0 <= rank < world:
-        raise StylerigError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
-    return rank, world, local
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it
+    (:func:`stylerig_au.devices.torchrun_env`)."""
+    from stylerig_au.devices import torchrun_env
+
+    return torchrun_env()
 
 
 def shard(items: Sequence, rank: int, world: int) -> list:

@@ -175,3 +175,21 @@ def test_command_rejects_bad_device(command, spec, cuda, message, fake_cuda, mon
         message = message.replace("cuda:N", "cuda:N (or auto)")
     assert err == [message]
     assert fake_cuda == []
+
+
+def test_one_reading_of_the_torchrun_environment(monkeypatch):
+    """Device choice, sharded inversion and distributed training read torchrun's variables the same way."""
+    from stylerig_au import invert
+    from stylerig_au.devices import torchrun_env, torchrun_local_rank
+    from stylerig_au.edit.mapper_train import init_distributed
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert torchrun_env() == invert.shard_info() == (0, 1, 0) and torchrun_local_rank() is None
+    assert init_distributed("cpu")[0].world == 1
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    assert torchrun_env() == (2, 3, 2) and torchrun_local_rank() == 2  # LOCAL_RANK defaults to RANK (one machine)
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(StylerigError, match="bad torchrun environment: RANK=3 WORLD_SIZE=3"):
+        invert.shard_info()

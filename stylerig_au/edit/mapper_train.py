@@ -232,12 +232,13 @@ def init_distributed(device: str) -> tuple[Dist, str]:
 
     On CUDA each process takes GPU ``LOCAL_RANK`` and NCCL; on a CPU, gloo.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    from stylerig_au.devices import torchrun_env
+
+    rank, world, local = torchrun_env()
     if world <= 1:
         return Dist(), device
     import torch.distributed as dist
 
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         device = f"cuda:{local}"
         torch.cuda.set_device(device)
