@@ -3,8 +3,8 @@
 # (student target, keep weight 2, LPIPS identity proxy; the SFace weights do not fit the 64 MiB carry beside
 # the generator and LPIPS) with batch 16 and as many steps as fit the time budget, instead of 450 CPU steps of 2.
 #
-# On the machine: carry [".device"] (made here by ../shared/gpu/pack), timeout_s 540:
-#   experiments/run_gpu_train.sh                   # writes under $OUT/gpu_train
+# Usage (on the machine: carry [".device"], made here by ../shared/gpu/pack; timeout_s 540):
+#   experiments/run_gpu_train.sh [OUT_DIR]         # default: $OUT/gpu_train; BATCH=16 BUDGET=400 (seconds)
 #   QUICK=1 experiments/run_gpu_train.sh DIR       # a try on the CPU: 2 steps of batch 1
 #
 # Steps: (1) restore the packed weights; (2) time 4 training steps; (3) train for 90 % of BUDGET seconds' worth
