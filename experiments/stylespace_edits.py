@@ -13,7 +13,9 @@ A StyleSpace-style edit (Wu et al. 2021) for issue 26's third lever. For each AU
    ``--min-local``, each by its correlation times its spread over the samples, scaled by one step size.
    With ``--select effect`` the ``--candidates`` most tied are measured instead (:func:`channel_effects`:
    each moved alone on the probe faces) and the ``--top`` that move the AU's landmark feature furthest per
-   unit of SFace identity change are kept, each with the sign of its measured motion.
+   unit of SFace identity change are kept, each with the sign of its measured motion; with
+   ``--select student-effect``, those that raise the student's reading of the AU most per unit of SFace change
+   plus judged-gender change (``--gender-cost``).
 4. The step size (its sign included) is calibrated on the probe faces with the **student** detector (so OpenFace stays an
    independent judge in ``eval_edits.py --stylespace``) to read ``+2``.
 
@@ -118,12 +120,14 @@ def offsets_for(corr: np.ndarray, local: np.ndarray, spread: np.ndarray, top: in
 
 
 def channel_effects(G, probe_ws: torch.Tensor, channels: np.ndarray, spread: np.ndarray, aus: list[int],
-                    sigmas: float) -> tuple[np.ndarray, np.ndarray]:
-    """What moving each channel by ``sigmas`` spreads does on the probe faces: (geometric motion float64
-    [len(channels), len(aus)] of each AU's landmark feature (:func:`stylerig_au.au.geometry.au_motion`, IOD,
-    positive the AU's way), SFace identity distance [len(channels)] to the unedited face), means over faces
-    dlib finds. A channel's effect is measured, not inferred from the samples, so a channel that grows a beard
-    on faces whose OpenFace reading is high is not credited with moving the lips."""
+                    sigmas: float, read=None, judge=None) -> dict[str, np.ndarray]:
+    """What moving each channel by ``sigmas`` spreads does on the probe faces, means over the faces dlib finds:
+    ``motion`` [len(channels), len(aus)]: each AU's landmark feature (:func:`stylerig_au.au.geometry.au_motion`,
+    IOD, positive the AU's way); ``identity`` [len(channels)]: SFace distance to the unedited face; with
+    ``read`` (images -> the student's AU readings [N, len(aus)]) ``student`` [len(channels), len(aus)]: the
+    readings' change; with ``judge`` (the age/gender judge) ``male_logit`` [len(channels)]: the change of the
+    judged log-odds of male. A channel's effect is measured, not inferred from the samples, so a channel that
+    grows a beard on faces whose OpenFace reading is high is not credited with moving the lips."""
     from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.local import find_face
     from stylerig_au.edit.motion import marks_in_box
@@ -131,28 +135,43 @@ def channel_effects(G, probe_ws: torch.Tensor, channels: np.ndarray, spread: np.
     from stylerig_au.imageio import batch_to_uint8
     from stylerig_au.metrics import sface_distance
 
+    def logit(image: torch.Tensor) -> float:
+        from eval_edits import judge_attributes  # experiments/ is on sys.path when a script runs from it
+
+        p = float(np.clip(judge_attributes(judge, batch_to_uint8(image))[1][0], 1e-4, 1 - 1e-4))
+        return float(np.log(p / (1 - p)))
+
     layers = style_layers(G)
     total = layers[-1].start + layers[-1].channels
-    motion = np.zeros((len(channels), len(aus)))
-    identity = np.zeros(len(channels))
+    out = {"motion": np.zeros((len(channels), len(aus))), "identity": np.zeros(len(channels))}
+    if read is not None:
+        out["student"] = np.zeros((len(channels), len(aus)))
+    if judge is not None:
+        out["male_logit"] = np.zeros(len(channels))
     faces = []
     with torch.no_grad():
         for w in probe_ws:
             base = G.synthesis(w[None]).clamp(-1, 1)
             face = find_face(batch_to_uint8(base)[0])
             if face is not None:
-                faces.append((w, base, face))
+                faces.append((w, base, face, None if read is None else read(base)[0],
+                              None if judge is None else logit(base)))
     if not faces:
         raise SystemExit("error: dlib finds no face in the probe renders")
+    n = len(faces)
     for k, c in enumerate(tqdm(channels, desc="style channels' effects", unit="channel")):
-        for w, base, face in faces:
+        for w, base, face, base_read, base_logit in faces:
             with torch.no_grad(), style_offsets(G, offset_vector(total, [c], [spread[c]], sigmas)):
                 moved = G.synthesis(w[None]).clamp(-1, 1)
             marks = marks_in_box(batch_to_uint8(moved)[0], face)
             for i, au in enumerate(aus):
-                motion[k, i] += float(au_motion(face.landmarks[None], marks[None], au)[0]) / len(faces)
-            identity[k] += float(sface_distance(base, moved, boxes=[(face.box, face.box)])[0]) / len(faces)
-    return motion, identity
+                out["motion"][k, i] += float(au_motion(face.landmarks[None], marks[None], au)[0]) / n
+            out["identity"][k] += float(sface_distance(base, moved, boxes=[(face.box, face.box)])[0]) / n
+            if read is not None:
+                out["student"][k] += (read(moved)[0] - base_read) / n
+            if judge is not None:
+                out["male_logit"][k] += (logit(moved) - base_logit) / n
+    return out
 
 
 def offset_vector(total: int, channels, unit, scale: float) -> torch.Tensor:
@@ -192,11 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--psi", type=float, default=0.8)
     ap.add_argument("--target", choices=("openface", "geometry"), default="openface",
                     help="what the channels are tied to: OpenFace's readings, or their shape term (landmarks only)")
-    ap.add_argument("--select", choices=("correlation", "effect"), default="correlation",
+    ap.add_argument("--select", choices=("correlation", "effect", "student-effect"), default="correlation",
                     help="correlation: the channels most tied to the AU over the samples; effect: of the --candidates "
-                         "most tied, those whose measured landmark motion per unit of SFace identity change is largest")
-    ap.add_argument("--candidates", type=int, default=48, help="with --select effect: channels measured per AU")
-    ap.add_argument("--effect-sigmas", type=float, default=6.0, help="with --select effect: how far each channel is moved")
+                         "most tied, those whose measured landmark motion per unit of SFace identity change is largest; "
+                         "student-effect: those that raise the student's reading most per unit of SFace change and of "
+                         "judged-gender change (--gender-cost)")
+    ap.add_argument("--gender-cost", type=float, default=0.1,
+                    help="with --select student-effect: what a change of 1 in the judged log-odds of male costs, in SFace distance")
+    ap.add_argument("--candidates", type=int, default=48, help="with an effect --select: channels measured per AU")
+    ap.add_argument("--effect-sigmas", type=float, default=6.0, help="with an effect --select: how far each channel is moved")
     ap.add_argument("--control", nargs="*", choices=("attributes",), default=[],
                     help="also regress the judged age and gender out before correlating (besides the head pose)")
     args = ap.parse_args(argv)
@@ -251,24 +274,44 @@ def main(argv: list[str] | None = None) -> int:
         base = read(G.synthesis(probe_ws))
     chosen = {}
     for i, au in enumerate(aus):
-        chosen[au] = offsets_for(corr[i], local[i], spread, args.candidates if args.select == "effect" else args.top,
+        chosen[au] = offsets_for(corr[i], local[i], spread, args.candidates if args.select != "correlation" else args.top,
                                  args.min_local, side >= args.min_side)
-    if args.select == "effect":  # keep the candidates that move the AU's landmarks most per unit of identity change
+    if args.select != "correlation":  # keep the candidates whose measured effect is largest per unit of its cost
         pool = np.unique(np.concatenate([c for c, _ in chosen.values()]))
-        effects = args.out.with_name(args.out.stem + ".effects.npz")
-        if effects.is_file() and np.array_equal(np.load(effects)["pool"], pool):
-            motion, identity = np.load(effects)["motion"], np.load(effects)["identity"]
+        effects_file = args.out.with_name(args.out.stem + ".effects.npz")
+        by_student = args.select == "student-effect"
+        if effects_file.is_file() and np.array_equal(np.load(effects_file)["pool"], pool) and \
+                (not by_student or "student" in np.load(effects_file)):
+            effects = dict(np.load(effects_file))
         else:
-            motion, identity = channel_effects(G, probe_ws, pool, spread, aus, args.effect_sigmas)
-            np.savez(effects, pool=pool, motion=motion, identity=identity)
+            judge = None
+            if by_student:
+                from stylerig_au.attributes import load_judge
+
+                judge = load_judge()
+            def read_aus(images: torch.Tensor) -> np.ndarray:  # in `aus` order; 0 for an AU the student does not read
+                got = read(images)
+                return np.stack([got[:, student_aus.index(a)] if a in student_aus else np.zeros(len(got)) for a in aus], 1)
+
+            effects = channel_effects(G, probe_ws, pool, spread, aus, args.effect_sigmas,
+                                      read=read_aus if by_student else None, judge=judge)
+            np.savez(effects_file, pool=pool, **effects)
         for i, au in enumerate(aus):
             rows = np.searchsorted(pool, chosen[au][0])
-            merit = np.abs(motion[rows, i]) / (identity[rows] + 0.02)
+            if by_student:  # the student's rise per unit of identity change and of judged-gender change
+                gain = effects["student"][rows, i]
+                cost = effects["identity"][rows] + args.gender_cost * np.abs(effects["male_logit"][rows]) + 0.02
+                floor = 0.05  # a channel that moves the reading by less than this: none
+            else:  # the AU's landmark feature per unit of identity change
+                gain = effects["motion"][rows, i]
+                cost = effects["identity"][rows] + 0.02
+                floor = 0.002  # under 0.2 % IOD: none
+            merit = np.abs(gain) / cost
             best = np.argsort(-merit)[:args.top]
-            best = best[np.abs(motion[rows[best], i]) > 0.002]  # a channel that moves the feature under 0.2 % IOD: none
+            best = best[np.abs(gain[best]) > floor]
             channels = chosen[au][0][best]
-            sign = np.sign(motion[rows[best], i])
-            chosen[au] = (channels, sign * spread[channels] * merit[best] / max(float(merit[best].max(initial=0)), 1e-9))
+            chosen[au] = (channels, np.sign(gain[best]) * spread[channels] * merit[best]
+                          / max(float(merit[best].max(initial=0)), 1e-9))
     result = {}
     for i, au in enumerate(tqdm(aus, desc="calibrate style edits", unit="AU")):
         channels, unit = chosen[au]

@@ -138,7 +138,13 @@ def test_channel_effects_measure_each_channel_alone(G, monkeypatch) -> None:
     monkeypatch.setattr("stylerig_au.metrics.sface_distance", lambda a, b, boxes=None: np.array([0.1]))
     ws = _ws(G)
     spread = styles(G, ws).std(0).numpy()
-    moved, identity = script.channel_effects(G, ws, np.array([3, 7]), spread, [12, 4], sigmas=4.0)
-    assert moved.shape == (2, 2) and np.allclose(identity, 0.1)
+    effects = script.channel_effects(G, ws, np.array([3, 7]), spread, [12, 4], sigmas=4.0)
+    moved = effects["motion"]
+    assert set(effects) == {"motion", "identity"} and moved.shape == (2, 2) and np.allclose(effects["identity"], 0.1)
     assert len(rendered) == 4  # two channels, each on both probe faces
     assert np.all(moved[:, 1] == 0) and np.all(moved[:, 0] > 0)  # AU4's brows do not move; AU12's corners rise
+    # with a reader (the student's AU readings), its change per channel, against each face's unedited reading
+    read = lambda images: np.stack([images.mean(dim=(1, 2, 3)).numpy(), np.zeros(len(images))], 1)  # noqa: E731
+    effects = script.channel_effects(G, ws, np.array([3, 7]), spread, [12, 4], sigmas=4.0, read=read)
+    assert effects["student"].shape == (2, 2) and np.all(effects["student"][:, 1] == 0)
+    assert np.abs(effects["student"][:, 0]).max() > 1e-6  # a moved channel changes the picture's brightness
