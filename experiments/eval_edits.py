@@ -133,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.rescore:
         return rescore(args.rescore, expressible)
+    if args.stylespace is not None:  # a wrong file is refused before the models load
+        try:
+            kind = json.loads(args.stylespace.read_text()).get("format")
+        except (OSError, ValueError, AttributeError) as err:
+            kind = type(err).__name__
+        if kind != "stylerig-au/stylespace-channels":
+            print(f"error: {args.stylespace}: not style-space channels ({kind}); make them with "
+                  "experiments/stylespace_edits.py", file=sys.stderr)
+            return 2
 
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.geometry import au_motion

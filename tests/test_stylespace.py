@@ -148,3 +148,15 @@ def test_channel_effects_measure_each_channel_alone(G, monkeypatch) -> None:
     effects = script.channel_effects(G, ws, np.array([3, 7]), spread, [12, 4], sigmas=4.0, read=read)
     assert effects["student"].shape == (2, 2) and np.all(effects["student"][:, 1] == 0)
     assert np.abs(effects["student"][:, 0]).max() > 1e-6  # a moved channel changes the picture's brightness
+
+
+def test_eval_edits_refuses_a_wrong_channels_file_before_loading_models(tmp_path, capsys) -> None:
+    from tests.test_eval_edits_stats import load_script
+
+    eval_edits = load_script("eval_edits")
+    bad = tmp_path / "channels.json"
+    bad.write_text('{"format": "something else"}')
+    assert eval_edits.main(["--stylespace", str(bad)]) == 2
+    assert eval_edits.main(["--stylespace", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("error:") and "stylespace_edits.py" in line for line in err)
