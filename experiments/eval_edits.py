@@ -133,21 +133,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.rescore:
         return rescore(args.rescore, expressible)
+    channels = None
     if args.stylespace is not None:  # a wrong file is refused before the models load
+        from stylespace_edits import read_channels  # experiments/ is on sys.path when a script runs from it
+
         try:
-            kind = json.loads(args.stylespace.read_text()).get("format")
-        except (OSError, ValueError, AttributeError) as err:
-            kind = type(err).__name__
-        if kind != "stylerig-au/stylespace-channels":
-            print(f"error: {args.stylespace}: not style-space channels ({kind}); make them with "
-                  "experiments/stylespace_edits.py", file=sys.stderr)
+            channels = read_channels(args.stylespace)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
 
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.directions import load_default_directions
-    from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
-    from stylerig_au.edit.local import find_face
+    from stylerig_au.edit.local import MASK_SIDE, find_face, region_mask, render_local
     from stylerig_au.edit.motion import marks_in_box, transfer_motion
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
@@ -170,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
 
     editor = make_editor(G, source)
     style_edits = None
-    if args.stylespace is not None:
-        from stylespace_edits import load_edits  # experiments/ is on sys.path when a script runs from it
+    if channels is not None:
+        from stylespace_edits import load_edits
         from stylerig_au.edit.stylespace import style_offsets
 
         try:
-            style_edits = load_edits(args.stylespace, G)
-        except (OSError, ValueError, KeyError) as err:
+            style_edits = load_edits(channels, G)
+        except (ValueError, KeyError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         described = {"stylespace": str(args.stylespace)}

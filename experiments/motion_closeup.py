@@ -32,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from stylerig_au.edit.directions import load_default_directions
-    from stylerig_au.edit.local import MASK_SIDE, region_mask, render_local
+    from stylerig_au.edit.local import MASK_SIDE, find_face, region_mask, render_local
     from stylerig_au.edit.media import labelled_grid
-    from stylerig_au.edit.local import find_face
     from stylerig_au.edit.motion import marks_in_box, transfer_motion
     from stylerig_au.edit.spec import AU
     from stylerig_au.evaluate import make_editor

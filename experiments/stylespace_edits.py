@@ -181,14 +181,29 @@ def offset_vector(total: int, channels, unit, scale: float) -> torch.Tensor:
     return out
 
 
-def load_edits(path: Path, G) -> dict[int, torch.Tensor]:
-    """The per-AU style offsets [C] of a file this script wrote, each for a ``+step`` edit; raises
-    ValueError (with what to do) for a file of another kind or generator."""
+FORMAT = "stylerig-au/stylespace-channels"
+
+
+def read_channels(path: Path) -> dict:
+    """The record of a channels file this script wrote; ValueError (one line, with what to do) for anything else."""
+    try:
+        record = json.loads(Path(path).read_text())
+        kind = record.get("format")
+    except (OSError, ValueError, AttributeError) as err:
+        kind = type(err).__name__
+    if kind != FORMAT:
+        raise ValueError(f"{path}: not style-space channels ({kind}); make them with experiments/stylespace_edits.py")
+    return record
+
+
+def load_edits(record: dict, G) -> dict[int, torch.Tensor]:
+    """The per-AU style offsets [C] of a :func:`read_channels` record, each for a ``+step`` edit; ValueError
+    (with what to do) for channels of another generator."""
     from stylerig_au.edit.stylespace import style_layers
 
-    record = json.loads(Path(path).read_text())
-    if record.get("format") != "stylerig-au/stylespace-channels" or record.get("generator") != G.name:
-        raise ValueError(f"{path}: not style-space channels for {G.name}; make them with experiments/stylespace_edits.py")
+    if record.get("generator") != G.name:
+        raise ValueError(f"style-space channels for {record.get('generator')}, not {G.name}; make them with "
+                         "experiments/stylespace_edits.py")
     layers = style_layers(G)
     total = layers[-1].start + layers[-1].channels
     return {int(au): offset_vector(total, e["channels"], e["unit"], e["scale"] / record["settings"]["step"])
@@ -257,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     probe_ws = seed_ws(G, PROBE_SEED_START, args.probe_faces, args.psi)
     cache = args.out.with_name(args.out.stem + ".cache.npz")
     key = f"{args.probe_faces}-{args.psi}-energy"
-    if cache.is_file() and str(np.load(cache)["key"]) == key:
-        local, side = np.load(cache)["local"], np.load(cache)["side"]
+    stored = dict(np.load(cache)) if cache.is_file() else {}
+    if str(stored.get("key")) == key:
+        local, side = stored["local"], stored["side"]
     else:
         local, side = locality(G, probe_ws, aus)
         np.savez(cache, local=local, side=side, key=key)
@@ -280,15 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         pool = np.unique(np.concatenate([c for c, _ in chosen.values()]))
         effects_file = args.out.with_name(args.out.stem + ".effects.npz")
         by_student = args.select == "student-effect"
-        if effects_file.is_file() and np.array_equal(np.load(effects_file)["pool"], pool) and \
-                (not by_student or "student" in np.load(effects_file)):
-            effects = dict(np.load(effects_file))
-        else:
+        effects = dict(np.load(effects_file)) if effects_file.is_file() else {}
+        if not (np.array_equal(effects.get("pool"), pool) and (not by_student or "student" in effects)):
             judge = None
             if by_student:
                 from stylerig_au.attributes import load_judge
 
                 judge = load_judge()
+
             def read_aus(images: torch.Tensor) -> np.ndarray:  # in `aus` order; 0 for an AU the student does not read
                 got = read(images)
                 return np.stack([got[:, student_aus.index(a)] if a in student_aus else np.zeros(len(got)) for a in aus], 1)
@@ -341,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         result[str(au)] = entry
         print(f"AU{au}: {len(channels)} channels, student {entry['student_reads']} at scales "
               f"{[round(x, 2) for x in entry['scales']]} -> {entry['scale']:.2f}")
-    record = {"format": "stylerig-au/stylespace-channels", "generator": G.name, "channels_total": total,
+    record = {"format": FORMAT, "generator": G.name, "channels_total": total,
               "samples": len(samples), "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "au_order": list(AU_NUMBERS), "aus": result}
     atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")

@@ -105,11 +105,11 @@ def test_channel_choice_and_offsets_file(G, tmp_path) -> None:
               "aus": {"12": {"channels": [0, 5], "unit": [1.0, -2.0], "scale": 4.0}}}
     path = tmp_path / "channels.json"
     path.write_text(json.dumps(record))
-    offset = script.load_edits(path, G)[12]
+    offset = script.load_edits(script.read_channels(path), G)[12]
     assert offset.shape == (total,) and offset[0] == 2.0 and offset[5] == -4.0 and offset.abs().sum() == 6.0
     path.write_text(json.dumps({**record, "generator": "another"}))
     with pytest.raises(ValueError, match="make them with experiments/stylespace_edits.py"):
-        script.load_edits(path, G)
+        script.load_edits(script.read_channels(path), G)
 
 
 def test_channel_effects_measure_each_channel_alone(G, monkeypatch) -> None:
