@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eval_edits import add_face_set_arguments, au_columns_grid, describe_mapper  # experiments/ is on sys.path when a script runs from it
+from stylerig_au.au.geometry import MOVED_IOD
 from stylerig_au.edit.refine import RefineSettings
 from stylerig_au.identity_net import IDENTITY_NETS
 
@@ -60,9 +61,12 @@ REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("mapper", "optimised")
 
 
-def summarise(changes: np.ndarray, ident: np.ndarray, aus: list[int], measured: list[int], amount: float) -> dict:
+def summarise(changes: np.ndarray, ident: np.ndarray, aus: list[int], measured: list[int], amount: float,
+              motion: np.ndarray | None = None) -> dict:
     """changes [face, edited AU (``aus``), measured AU (``measured``)], ident [face, edited AU] -> error,
-    AUs within ±0.5, drift (mean |change| of all the other measured AUs), identity."""
+    AUs within ±0.5, drift (mean |change| of all the other measured AUs), identity; with ``motion`` [face,
+    edited AU] (dlib's landmark motion of each AU's feature, IOD units) its mean per AU and the AUs whose
+    feature moved the AU's way by more than ``MOVED_IOD`` on average (the geometric judge)."""
     cols = [measured.index(a) for a in aus]
     achieved = np.array([np.nanmean(changes[:, i, c]) for i, c in enumerate(cols)])
     drift = np.array([np.nanmean(np.abs(np.delete(changes[:, i], c, axis=1))) for i, c in enumerate(cols)])
@@ -70,7 +74,10 @@ def summarise(changes: np.ndarray, ident: np.ndarray, aus: list[int], measured: 
             "within_0.5": int(np.sum(np.abs(achieved - amount) <= 0.5)), "mean_drift": float(drift.mean()),
             "drift_per_unit": float(drift.mean() / max(achieved.mean(), 1e-6)), "mean_identity": float(np.nanmean(ident)),
             "per_au": {str(a): {"achieved": float(achieved[i]), "drift": float(drift[i]),
-                                "identity": float(np.nanmean(ident[:, i]))} for i, a in enumerate(aus)}}
+                                "identity": float(np.nanmean(ident[:, i])),
+                                **({"geometry_motion": float(np.nanmean(motion[:, i]))} if motion is not None else {})}
+                       for i, a in enumerate(aus)},
+            **({"geometry_moved": int(np.sum(np.nanmean(motion, axis=0) > MOVED_IOD))} if motion is not None else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="face network of the identity term (the identity column is read with dlib)")
     ap.add_argument("--size", type=float, default=d.size)
     ap.add_argument("--colour", type=float, default=d.colour)
+    ap.add_argument("--geometry", type=float, default=d.geometry,
+                    help="weight of the geometry term: OpenFace's geometry term of the asked AU, read through the "
+                         "landmark net, must move by its natural share of the change (stylerig_au.edit.refine)")
+    ap.add_argument("--landmark-net", default=None, help="landmark net of the geometry term (default: the bundled one)")
     ap.add_argument("--batch", type=int, default=6, help="edits optimised together")
     ap.add_argument("--also-at", type=int, nargs="+", default=[],
                     help="also read the edit after these step counts of the same run (variants optimised_K)")
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from stylerig_au.au.detect import make_detector
+    from stylerig_au.au.geometry import au_motion
     from stylerig_au.au.student import load_student
     from stylerig_au.diagnostics import device_label
     from stylerig_au.edit.mapper import load_default_mapper
@@ -135,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     s_cols = torch.tensor([list(student.aus).index(a) for a in measured], device=device)
     of_cols = [list(openface.aus).index(a) for a in measured]
     settings = RefineSettings(steps=args.steps, lr=args.lr, keep=args.keep, outside=args.outside,
-                              identity=args.identity, size=args.size, colour=args.colour, identity_net=args.identity_net)
+                              identity=args.identity, size=args.size, colour=args.colour, geometry=args.geometry,
+                              identity_net=args.identity_net)
+    reader = None
+    if args.geometry > 0:
+        from stylerig_au.au.landmark_net import load_geometry_reader
+
+        reader = load_geometry_reader(args.landmark_net, device=device, openface=openface)
     refiner = EditRefiner(G, student, mapper.w_std, settings, lpips=load_lpips(device=device),
-                          face_net=load_identity_net(args.identity_net, device=device))
+                          face_net=load_identity_net(args.identity_net, device=device), geometry_reader=reader)
     out = args.out or REPO / "experiments" / "results" / f"edit_ceiling_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
     partial = out.with_suffix(".partial.json")
     kept = json.loads(partial.read_text()) if args.resume and partial.exists() else {"faces": {}}
@@ -163,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             base = G.synthesis(ws).clamp(-1, 1)
             base_student = student_read(base)[0]
         base_u8 = batch_to_uint8(base)
-        base_of = label_images(base_u8, openface)["aus"][0][of_cols]
+        base_labels = label_images(base_u8, openface)
+        base_of, base_marks = base_labels["aus"][0][of_cols], base_labels["landmarks"][:1]
         if not np.isfinite(base_of).all():
             print(f"seed {seed}: no face found by dlib; skipped", file=sys.stderr)
             bar.update(len(aus))
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed}: no face found by dlib for the local regions; skipped", file=sys.stderr)
             bar.update(len(aus))
             continue
-        record = {v: {"openface": [], "student": [], "identity": []} for v in variants}
+        record = {v: {"openface": [], "student": [], "identity": [], "geometry_motion": []} for v in variants}
         record["losses"] = []
         row_tiles = {v: [base_u8[0]] for v in variants}
         for start in range(0, len(aus), args.batch):
@@ -217,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                     img = show(step)
                     record[v]["student"].extend((student_read(img) - base_student[None]).cpu().tolist())
                 img_u8 = batch_to_uint8(img)
-                record[v]["openface"].extend((label_images(img_u8, openface)["aus"][:, of_cols] - base_of[None]).tolist())
+                labels = label_images(img_u8, openface)
+                record[v]["openface"].extend((labels["aus"][:, of_cols] - base_of[None]).tolist())
+                record[v]["geometry_motion"].extend(
+                    float(au_motion(base_marks, labels["landmarks"][k:k + 1], aus[i])[0]) for k, i in enumerate(idx))
                 record[v]["identity"].extend(identity_distance(base_small.expand(n, -1, -1, -1),
                                                                F.interpolate(img, size=512, mode="area")).tolist())
                 row_tiles[v].extend(img_u8)
@@ -237,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[v] = {}
         for reader in ("openface", "student"):
             ch = np.array([done[s][v][reader] for s in faces], dtype=float)
-            s = summary[v][reader] = summarise(ch, ident, aus, measured, args.amount)
+            motion = (np.array([done[s][v]["geometry_motion"] for s in faces], dtype=float)
+                      if all("geometry_motion" in done[s][v] for s in faces) else None)
+            s = summary[v][reader] = summarise(ch, ident, aus, measured, args.amount, motion)
             print(f"{v:<12} {reader:<9} {s['mean_achieved']:8.2f} {s['mean_abs_error']:6.2f} {s['within_0.5']:>4d}/{len(aus)} "
                   f"{s['mean_drift']:6.2f} {s['drift_per_unit']:8.3f} {s['mean_identity']:9.2f}")
     grid = out.with_suffix(".png")
@@ -245,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
+              "landmark_net": (args.landmark_net or "bundled landmark-net") if args.geometry > 0 else None,
               "amount": args.amount, "psi": args.psi, "local": args.local, "colour_twin": args.colour_twin, "seeds": [int(s) for s in faces], "aus": aus, "measured": measured,
               "optimisation": {**asdict(settings), "batch": args.batch, "also_at": extra},
               "summary": summary, "faces": done,

@@ -6,6 +6,9 @@
 # Usage (on the machine: carry [".device"], made here by ../shared/gpu/pack; timeout_s 540):
 #   experiments/run_gpu_train.sh [OUT_DIR]         # default: $OUT/gpu_train; BATCH=16 BUDGET=400 (seconds)
 #   QUICK=1 experiments/run_gpu_train.sh DIR       # a try on the CPU: 2 steps of batch 1
+#   GEOMETRY=W ...                                  # add the geometry term (train-mapper --weight geometry=W): needs
+#                                                   # OpenFace's model packed too: ../shared/gpu/pack with the
+#                                                   # generator, LPIPS and openface-2.2-au.pt files of the cache
 #
 # Steps: (1) restore the packed weights; (2) time 4 training steps; (3) train for 90 % of BUDGET seconds' worth
 # of steps (BUDGET default 400; under a timeout 60 s longer). Writes into OUT_DIR: log.txt, summary.txt and, when
@@ -32,7 +35,9 @@ if [ -f .device/restore.py ]; then
 fi
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 echo "device $DEVICE batch $BATCH budget ${BUDGET}s" | tee -a "$D/summary.txt"
+GEOMETRY=${GEOMETRY:-0}
 TRAIN=($PY -m stylerig_au.cli train-mapper --batch "$BATCH" --identity-net lpips --weight keep=2 --device "$DEVICE")
+if [ "$GEOMETRY" != 0 ]; then TRAIN+=(--weight "geometry=$GEOMETRY"); echo "geometry weight $GEOMETRY" | tee -a "$D/summary.txt"; fi
 
 # (2) seconds per step, from the probe mapper's own record of its training time (loading excluded)
 SCRATCH=$(mktemp -d)

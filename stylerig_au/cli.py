@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "edited-samples": ("edited_samples", "edited_samples", "Make OpenFace-labelled faces and their AU-mapper (or refined) edits, to train the student on."),
     "train-detector": ("train_detector", "train_detector", "Train the fast differentiable student AU detector (distilled from OpenFace)."),
     "evaluate": ("evaluate", "evaluate", "Measure AU edits: target vs achieved, drift, identity, background, pose, speed."),
+    "train-landmarks": ("train_landmarks", "train_landmarks", "Train the differentiable landmark net (distilled from dlib's 68 points on generator faces)."),
     "train-mapper": ("train_mapper", "train_mapper", "Train the AU-conditioned mapper M(w+, ΔAU) -> Δw+ (student-supervised; torchrun-ready)."),
     "calibrate-mapper": ("calibrate_mapper", "calibrate_mapper", "Rescale the AU mapper's per-AU inputs so OpenFace (or the student) measures the asked-for change."),
     "learn-directions": ("learn_directions", "learn_directions", "Learn linear AU directions from AU-labelled generator samples."),

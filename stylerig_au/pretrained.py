@@ -303,6 +303,14 @@ OWN_ASSETS: dict[str, OwnAsset] = {
             card="au-mapper-mobilestylegan-ffhq-1024.md",
             made_by="stylerig-au train-mapper",
         ),
+        OwnAsset(
+            name="landmark-net",
+            description="Landmark student: a small CNN distilled from dlib's 68-point shape predictor on generator faces (differentiable landmarks)",
+            filename="landmark-net.pt",
+            card="landmark-net.md",
+            made_by="stylerig-au train-landmarks",
+            license="Apache-2.0 (stylerig_au); trained on dlib shape-predictor labels (the iBUG 300-W training data: non-commercial use)",
+        ),
     )
 }
 

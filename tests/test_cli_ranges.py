@@ -16,7 +16,7 @@ BAD_OPTIONS = [
     ("invert", ["--lr", "nan"]), ("invert", ["--lr", "-0.1"]), ("invert", ["--lr", "0"]), ("invert", ["--lr", "1e9"]),
     ("invert", ["--seed", "-1"]), ("invert", ["--seed", str(2**64)]), ("invert", ["--loss-size", "100000000"]),
     ("invert", ["--batch-size", "0"]), ("invert", ["--steps", "0"]),
-    ("edit", ["--lr", "nan"]), ("edit", ["--refine-colour", "nan"]), ("edit", ["--refine-colour", "inf"]),
+    ("edit", ["--lr", "nan"]), ("edit", ["--refine-colour", "nan"]), ("edit", ["--refine-colour", "inf"]), ("edit", ["--refine-geometry", "nan"]),
     ("animate", ["--fps", "nan"]), ("animate", ["--frames", "1"]), ("sweep", ["--lr", "inf"]),
     ("generate", ["--psi", "nan"]), ("generate", ["--psi", "inf"]), ("generate", ["--psi", "-3"]),
     ("metrics", ["--size", "1000000"]), ("evaluate", ["--psi", "nan"]),

@@ -82,3 +82,22 @@ def test_geometry_features_layout():
     assert torch.allclose(g[1, :68], 2.0 * basis[:, 0, 3])  # all x offsets first
     assert torch.allclose(g[1, 136:204], 2.0 * basis[:, 2, 3])  # then y, then z
     assert torch.equal(g[1, 204:], p[1])
+
+
+def test_refit_with_the_pose_held_gives_the_fit_and_finite_gradients():
+    from stylerig_au.au.pdm import refit_local
+
+    mean, basis, eigen = _model()
+    p = torch.zeros(34, dtype=torch.float64)
+    p[:3] = torch.tensor([12.0, -6.0, 4.0])
+    lm = torch.stack([_render(mean, basis, 2.5, _rot(0.05, -0.2, 0.1), torch.tensor([300.0, 240.0], dtype=torch.float64), p),
+                      _render(mean, basis, 3.0, _rot(0.0, 0.1, -0.05), torch.tensor([280.0, 260.0], dtype=torch.float64), -p)])
+    fit = fit_pdm(lm, mean, basis, eigen)
+    marks = lm.clone().requires_grad_(True)
+    local = refit_local(marks, fit, mean, basis, eigen)
+    torch.testing.assert_close(local, fit.local, atol=0.05, rtol=0.01)
+    local[:, 0].sum().backward()
+    assert torch.isfinite(marks.grad).all() and marks.grad.abs().sum() > 0
+    # moving the landmarks along a shape mode moves that parameter, with the pose held
+    shifted = refit_local(lm + 2.5 * torch.einsum("bij,nj->bni", fit.rotation[:, :2], basis[..., 1]), fit, mean, basis, eigen)
+    assert (shifted[:, 1] - fit.local[:, 1]).abs().min() > 0.5

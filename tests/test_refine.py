@@ -103,7 +103,10 @@ def test_edit_command_refines(setup, tmp_path, capsys):  # noqa: F811
     assert main([*base, "--refine", "1", "--refine-colour", "20", "--out", str(tmp_path / "colour.png")]) == 0
     assert main([*base, "--refine", "1", "--identity-net", "dlib", "--out", str(tmp_path / "dlib.png")]) == 0
     assert main([*base, "--refine", "1", "--identity-net", "arcface", "--out", str(tmp_path / "bad.png")]) == 2
+    assert main([*base, "--refine-geometry", "2", "--out", str(tmp_path / "bad.png")]) == 2  # without --refine
     assert not (tmp_path / "bad.png").exists()
+    require_asset("openface-2.2-au")  # the geometry term reads OpenFace's geometry SVR weights
+    assert main([*base, "--refine", "1", "--refine-geometry", "2", "--out", str(tmp_path / "geometry.png")]) == 0
 
 
 @pytest.mark.slow

@@ -134,6 +134,29 @@ def fit_pdm(landmarks: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, ei
     return PDMFit(scale=s, rotation=rot, translation=t, local=p, iterations=iters)
 
 
+def refit_local(landmarks: torch.Tensor, fit: PDMFit, mean: torch.Tensor, basis: torch.Tensor, eigen: torch.Tensor) -> torch.Tensor:
+    """The local parameters [B, K] of ``landmarks`` [B, N, 2] with the fit's scale and rotation held.
+
+    With the pose fixed the projection is linear in the translation and the local parameters, so one
+    regularised least-squares solve (the normal equations :func:`fit_pdm` iterates on) gives them, and
+    its gradient with respect to the landmarks is well behaved. :func:`fit_pdm`'s own gradient goes
+    through its rotation updates, whose SVD has no finite gradient at a near-identity step. At the
+    landmarks ``fit`` was made from this returns ``fit.local`` up to the fit's convergence.
+    """
+    lm = landmarks.to(torch.float64)
+    mean, basis, eigen = (x.to(lm.device, torch.float64) for x in (mean, basis, eigen))
+    s, r2 = fit.scale.detach(), fit.rotation.detach()[:, :2]
+    n, k = mean.shape[0], basis.shape[-1]
+    fixed = s[:, None, None] * torch.einsum("bij,nj->bni", r2, mean)  # [B, N, 2]
+    d_p = s[:, None, None, None] * torch.einsum("bij,njk->bnik", r2, basis)  # [B, N, 2, K]
+    d_t = torch.eye(2, dtype=torch.float64, device=lm.device).expand(lm.shape[0], n, 2, 2)
+    jac = torch.cat([d_t, d_p], dim=-1).flatten(1, 2)  # [B, 2N, 2+K]
+    rhs = (lm - fixed).flatten(1)[..., None]  # [B, 2N, 1], interleaved x, y like jac's rows
+    reg = torch.diag(torch.cat([torch.zeros(2, dtype=torch.float64, device=lm.device), 1.0 / eigen]))
+    solution = torch.linalg.solve(jac.transpose(1, 2) @ jac + reg, jac.transpose(1, 2) @ rhs)[..., 0]
+    return solution[:, 2:2 + k]
+
+
 def geometry_features(local: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """OpenFace's 238 geometry features: ``basis @ p`` as [x0..x67, y0..y67, z0..z67] ++ p.
 

@@ -82,21 +82,14 @@ def split_by_seed(seeds: torch.Tensor, holdout: float, groups: torch.Tensor | No
     return ~held, held
 
 
-def augment(images: torch.Tensor, gen: torch.Generator, max_shift: float = 0.03, max_scale: float = 0.05,
-            max_rotate_deg: float = 5.0, flip: bool = True) -> torch.Tensor:
-    """Randomly transformed and colour-jittered faces.
+def random_affine(b: int, gen: torch.Generator, max_shift: float = 0.03, max_scale: float = 0.05,
+                  max_rotate_deg: float = 5.0, flip: bool = True) -> torch.Tensor:
+    """``b`` random similarity transforms (mirrored half of the time when ``flip``), drawn from ``gen``, as
+    float32 [b, 2, 3] ``F.affine_grid`` matrices: output normalised coordinates -> input ones (align_corners=False).
 
-    Args:
-        images: uint8 [B, 3, H, H] aligned faces.
-        gen: the random generator (CPU) that draws every random number here.
-        max_shift: largest shift, fraction of the side; ``max_scale``: largest relative zoom;
-        max_rotate_deg: largest rotation; ``flip``: mirror half of the faces.
-    Returns:
-        float32 [B, 3, H, H] in [-1, 1].
+    ``max_shift``: largest shift, fraction of the side; ``max_scale``: largest relative zoom;
+    ``max_rotate_deg``: largest rotation. A matrix whose first column's x part is negative mirrors.
     """
-    b = images.shape[0]
-    x = images.float() / 127.5 - 1.0
-
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(b, generator=gen)
 
@@ -105,9 +98,34 @@ def augment(images: torch.Tensor, gen: torch.Generator, max_shift: float = 0.03,
     sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
     shift = uniform(-2 * max_shift, 2 * max_shift), uniform(-2 * max_shift, 2 * max_shift)  # normalised coords span 2
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * sign, -sin, shift[0]], 1), torch.stack([sin * sign, cos, shift[1]], 1)], 1)
+    return torch.stack([torch.stack([cos * sign, -sin, shift[0]], 1), torch.stack([sin * sign, cos, shift[1]], 1)], 1)
+
+
+def augment(images: torch.Tensor, gen: torch.Generator, max_shift: float = 0.03, max_scale: float = 0.05,
+            max_rotate_deg: float = 5.0, flip: bool = True) -> torch.Tensor:
+    """Randomly transformed (:func:`random_affine`) and colour-jittered (:func:`jitter_colour`) faces.
+
+    Args:
+        images: uint8 [B, 3, H, H] aligned faces.
+        gen: the random generator (CPU) that draws every random number here.
+        max_shift, max_scale, max_rotate_deg, flip: as :func:`random_affine`.
+    Returns:
+        float32 [B, 3, H, H] in [-1, 1].
+    """
+    x = images.float() / 127.5 - 1.0
+    theta = random_affine(images.shape[0], gen, max_shift, max_scale, max_rotate_deg, flip)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return jitter_colour(x, gen)
+
+
+def jitter_colour(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and saturation (5 % turned grey) of float [B, 3, H, W] images in
+    [-1, 1], drawn from the CPU generator ``gen``; returns them clamped to [-1, 1]."""
+    b = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=gen)
 
     dev = x.device
     brightness = uniform(-0.15, 0.15).to(dev).view(b, 1, 1, 1)

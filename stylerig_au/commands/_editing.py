@@ -86,7 +86,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
           generator_spec: str, steps: int | None, lr: float | None, latent_dir: Path | None, upsample: int,
           device: str, face: int | None = None, local: bool = LOCAL_DEFAULT, motion: bool = False,
           measures: bool = False, refine: int = 0,
-          refine_colour: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
+          refine_colour: float = 0.0, refine_geometry: float = 0.0, refine_identity_net: str = "sface", overwrite: bool = False,
           extra_outputs: tuple[Path | None, ...] = (), check_output: Callable[[tuple[int, int]], None] | None = None) -> Session:
     """Load the generator and directions, check they cover ``aus_in_use``, then load or invert ``source``.
 
@@ -106,8 +106,8 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
     ``measures``: the edit has absolute targets, so the OpenFace estimator is loaded up front (a missing
     model then fails before the inversion, not after it). ``refine``: refine each edit for the face
     with this many steps against the student detector (:mod:`stylerig_au.edit.refine`; 0: off), with
-    the colour term at weight ``refine_colour`` and the identity network ``refine_identity_net``; its
-    models load here too, before the inversion.
+    the colour term at weight ``refine_colour``, the geometry term at weight ``refine_geometry`` and the
+    identity network ``refine_identity_net``; its models load here too, before the inversion.
     """
 
     from stylerig_au.edit.directions import LinearDirections, load_default_directions
@@ -158,7 +158,7 @@ def start(source: Path, out: Path, *, aus_in_use: list[int], method: str, direct
 
         student = load_student(device=device).net.eval()
         w_std = mapper.w_std if mapper is not None else w_spread(G)
-        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour,
+        refiner = EditRefiner(G, student, w_std, RefineSettings(steps=refine, colour=refine_colour, geometry=refine_geometry,
                                                                   identity_net=refine_identity_net),
                                progress=True)
     editor = Editor(G, directions, method=method, measure=measure, mapper=mapper, refiner=refiner, local=local,

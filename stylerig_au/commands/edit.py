@@ -32,12 +32,15 @@ from stylerig_au.errors import StylerigWarning
 @click.option("--refine-colour", type=FiniteFloat(0, 1e6), default=0.0, show_default=True, metavar="WEIGHT",
               help="With --refine: also keep the colours inside the edited region (try 20: it removes the red lips "
                    "or white beard some mouth edits get; measured on 5 faces only).")
+@click.option("--refine-geometry", type=FiniteFloat(0, 1e6), default=0.0, show_default=True, metavar="WEIGHT",
+              help="With --refine: also ask each AU to move its facial features by their natural share of the change "
+                   "(OpenFace's geometry term through the landmark net), so texture alone cannot pay for the edit.")
 @click.option("--identity-net", type=click.Choice(IDENTITY_NET_CHOICES), default=IDENTITY_NET_CHOICES[0], show_default=True,
               help="With --refine: the face network of the identity term (dlib is the evaluations' judge, so a "
                    "refinement measured by it should not be trained on it).")
 @common_options
 def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out: Path, face_out: Path | None,
-         refine: int, refine_colour: float, identity_net: str, **options) -> None:
+         refine: int, refine_colour: float, refine_geometry: float, identity_net: str, **options) -> None:
     """Edit the Action Units of the face in PHOTO_OR_LATENT (a photo, or a .pt latent from `stylerig-au invert`).
 
     A photo is aligned and inverted once (its latent <stem>.pt is cached in --latent-dir and reused while
@@ -63,8 +66,10 @@ def edit(source: Path, aus: tuple[str, ...], preset_names: tuple[str, ...], out:
         check_image_suffix(face_out)
     if refine_colour > 0 and refine == 0:
         raise click.UsageError("--refine-colour needs --refine STEPS")
+    if refine_geometry > 0 and refine == 0:
+        raise click.UsageError("--refine-geometry needs --refine STEPS")
     session = start(source, out, aus_in_use=list(change), measures=not change.is_relative, refine=refine,
-                    refine_colour=refine_colour, refine_identity_net=identity_net, extra_outputs=(face_out,),
+                    refine_colour=refine_colour, refine_geometry=refine_geometry, refine_identity_net=identity_net, extra_outputs=(face_out,),
                     check_output=lambda size: check_image_output(out, size), **options)
     subject = session.subject
     notes: list[str] = []

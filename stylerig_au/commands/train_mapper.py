@@ -73,8 +73,11 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 399),
               help="Seed of the training faces and the AU changes drawn per step (each seed its own faces).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
-              help="Weight of one loss term, repeatable: target, keep, outside, identity, size "
-                   "[defaults 1, 1, 4, 4, 0.05], e.g. --weight keep=2 to hold the other AUs more firmly.")
+              help="Weight of one loss term, repeatable: target, keep, outside, identity, size, geometry "
+                   "[defaults 1, 1, 4, 4, 0.05, 0], e.g. --weight keep=2 to hold the other AUs more firmly, or "
+                   "--weight geometry=2 to make each AU move its facial features (OpenFace's geometry term through the landmark net).")
+@click.option("--landmark-net", "landmark_net_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Landmark net of the geometry term [default: the bundled one].")
 @click.option("--identity-net", type=click.Choice([*IDENTITY_NET_CHOICES, "lpips"]), default=IDENTITY_NET_CHOICES[0],
               show_default=True,
               help="What the identity loss compares: SFace features (cosine distance), dlib's face descriptor (the "
@@ -84,7 +87,7 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
-                 weights: tuple[str, ...], threads: int | None, identity_net: str) -> None:
+                 weights: tuple[str, ...], threads: int | None, identity_net: str, landmark_net_path: Path | None) -> None:
     """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
     import torch
 
@@ -98,15 +101,20 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
 
     if out.suffix != ".pt":
         raise StylerigError(f"--out {out}: the mapper file must end in .pt")
-    refuse_inputs_as_outputs([out], [init_path, directions_path, student_path, Path(generator_spec)])  # before any work
+    refuse_inputs_as_outputs([out], [init_path, directions_path, student_path, landmark_net_path, Path(generator_spec)])  # before any work
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device)  # under torchrun: GPU LOCAL_RANK
+    geometry_reader = None
+    if parse_loss_weights(weights).get("w_geometry", 0) > 0:  # its landmark net and OpenFace's model, before the big loads
+        from stylerig_au.au.landmark_net import load_geometry_reader
+
+        geometry_reader = load_geometry_reader(landmark_net_path)
     G = load_generator(generator_spec, device="cpu")
     init = load_mapper(init_path, G) if init_path else None
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,
                                    seed=seed, identity_net=identity_net, init=f"{init_path.name} ({init.created})" if init is not None else "",
-                                   **parse_loss_weights(weights))
+                                   landmark_net=str(landmark_net_path) if landmark_net_path else "", **parse_loss_weights(weights))
     settings.check()
     if init is not None:
         mapper = init.train().requires_grad_(True)
@@ -119,7 +127,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     lpips = load_lpips()
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     ckpt = checkpoint_path(out)
-    result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log)
+    result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log, geometry_reader=geometry_reader)
     if result["rank"] != 0:
         return
     command = "stylerig-au " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train-mapper"] else \

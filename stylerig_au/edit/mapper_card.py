@@ -35,7 +35,9 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         f"(truncation psi {s.get('psi')}, seeds from {TRAIN_SEED_START + int(s.get('seed') or 0) * SEED_STRIDE:,}, per-slot jitter {s.get('jitter')}), each with 1-{s.get('max_aus')} "
         f"AU changes of {s.get('delta_min')}-{s.get('delta_max')} ({s.get('negative', 0):.0%} negative), scored at {s.get('image_size')}².",
         f"- Supervision: the student AU detector ({meta.get('student')}); weights target {s.get('w_target')}, keep {s.get('w_keep')}, "
-        f"outside-LPIPS {s.get('w_outside')}, identity ({_IDENTITY_TERMS.get(s.get('identity_net', 'lpips'), s.get('identity_net'))}) {s.get('w_identity')}, residual size {s.get('w_size')}.",
+        f"outside-LPIPS {s.get('w_outside')}, identity ({_IDENTITY_TERMS.get(s.get('identity_net', 'lpips'), s.get('identity_net'))}) {s.get('w_identity')}, residual size {s.get('w_size')}"
+        + (f", geometry (OpenFace's geometry term through the landmark net {s.get('landmark_net') or 'bundled'}, at least each AU's natural share) "
+           f"{s['w_geometry']}" if s.get("w_geometry") else "") + ".",
         "- Licence: Apache-2.0 like stylerig_au; the student was distilled from OpenFace 2.2 AU models, whose licence is "
         "academic / non-commercial.",
         "",

@@ -18,7 +18,11 @@ Both the face and its edit are rendered and scored, and the loss is
   the evaluations judge identity with: a run trained on it is judged by its own loss). Both run
   differentiably on the face's crop (:mod:`stylerig_au.identity_net`). With ``'lpips'`` (the bundled
   mapper's), the cosine distance between the deepest LPIPS-VGG features of the two face crops, a cheaper proxy;
-* ``size``: mean square of the part of Δw+ beyond the linear directions, in units of w's spread.
+* ``size``: mean square of the part of Δw+ beyond the linear directions, in units of w's spread;
+* ``geometry`` (weight 0 unless asked): OpenFace's geometry term of each edited AU, read through the
+  differentiable landmark net (:class:`~stylerig_au.au.landmark_net.GeometryReader`), must move by at
+  least its natural share of the asked change (g·ΔAU × ``reader.share``); the squared shortfall is the
+  loss. Only moved facial features pay it, not texture such as a beard read as a chin raise.
 
 Runs unchanged under ``torchrun``: with ``WORLD_SIZE`` > 1 each process draws its own faces,
 gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on a CPU), and rank 0 alone
@@ -59,7 +63,7 @@ REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
     "jaw": (0.26, 0.62, 0.74, 0.98),
 }
 FACE_CROP = (0.18, 0.24, 0.82, 0.94)
-LOSS_NAMES = ("target", "keep", "outside", "identity", "size")
+LOSS_NAMES = ("target", "keep", "outside", "identity", "size", "geometry")
 IDENTITY_NETS = ("lpips", *FACE_NETS)  # 'lpips': the proxy below, no face network
 
 
@@ -82,10 +86,12 @@ class MapperTrainSettings:
     w_outside: float = 4.0
     w_identity: float = 4.0
     w_size: float = 0.05
+    w_geometry: float = 0.0
     seed: int = 0
     save_every: int = 25
     identity_net: str = "sface"  # a face network of stylerig_au.identity_net ('sface', 'dlib') or 'lpips' (proxy)
     init: str = ""  # what the mapper started from when not the linear directions (a resumed run must match)
+    landmark_net: str = ""  # the geometry term's landmark net file ('' = the bundled one)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.max_aus < 1 or self.save_every < 1:
@@ -100,11 +106,15 @@ class MapperTrainSettings:
             raise StylerigError(f"seed must be in 0..{MAX_SEED} (each seed has its own block of training faces), got {self.seed}")
         if self.image_size < 64:
             raise StylerigError(f"image_size must be at least 64 (the student needs it), got {self.image_size}")
+        if min(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_size, self.w_geometry) < 0:
+            raise StylerigError("loss weights must be 0 or more")
 
     def resume_key(self) -> dict:
         key = {k: v for k, v in asdict(self).items() if k not in ("steps", "save_every")}
         if key["identity_net"] == "lpips":  # states saved before the option existed resume too
             del key["identity_net"]
+        if key["w_geometry"] == 0:  # likewise for the geometry term
+            del key["w_geometry"], key["landmark_net"]
         return key
 
 
@@ -165,7 +175,7 @@ def identity_proxy(lpips, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class MapperLoss:
     """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs)."""
 
-    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings) -> None:
+    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings, geometry_reader=None) -> None:
         self.student, self.lpips, self.s = student, lpips, s
         missing = [a for a in aus if a not in student.aus]
         if missing:
@@ -176,6 +186,18 @@ class MapperLoss:
         if s.identity_net != "lpips":
             # train_mapper has already put the student on the training device
             self.face_net = load_identity_net(s.identity_net, device=next(student.parameters()).device)
+        self.geometry = None
+        if s.w_geometry > 0:
+            if geometry_reader is None:
+                from stylerig_au.au.landmark_net import load_geometry_reader
+
+                geometry_reader = load_geometry_reader(s.landmark_net or None, device=next(student.parameters()).device)
+            missing = [a for a in aus if a not in geometry_reader.aus]
+            if missing:
+                raise StylerigError(f"the geometry reader does not read AU {', '.join(map(str, missing))}")
+            self.geometry = geometry_reader
+            self.g_cols = torch.tensor([geometry_reader.aus.index(a) for a in aus])
+            self.g_share = torch.nan_to_num(geometry_reader.share[self.g_cols].float())
 
     def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
         return to_side(G.synthesis(ws), self.s.image_size)
@@ -207,9 +229,18 @@ class MapperLoss:
         linear = torch.einsum("na,aed->ned", gained, module.linear.detach())
         residual = (step.index_select(1, idx) - linear) / module.w_std
         losses["size"] = residual.pow(2).mean()
+        losses["geometry"] = torch.zeros((), device=edit.device)
+        if self.geometry is not None:
+            cols = self.g_cols.to(edit.device)
+            with torch.no_grad():
+                base_geo = self.geometry(base)[:, cols].float()
+            moved = self.geometry(edit)[:, cols].float() - base_geo
+            want = self.g_share.to(edit.device) * gained
+            shortfall = torch.relu(want.sign() * (want - moved)) * on
+            losses["geometry"] = shortfall.pow(2).sum() / on.sum().clamp_min(1)
         s = self.s
         losses["total"] = (s.w_target * losses["target"] + s.w_keep * losses["keep"] + s.w_outside * losses["outside"]
-                           + s.w_identity * losses["identity"] + s.w_size * losses["size"])
+                           + s.w_identity * losses["identity"] + s.w_size * losses["size"] + s.w_geometry * losses["geometry"])
         return losses
 
 
@@ -280,12 +311,15 @@ def _state(mapper: AUMapper, opt: torch.optim.Optimizer, step: int, s: MapperTra
 
 
 def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSettings, checkpoint: str | os.PathLike, *,
-                 device: str = "cpu", log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+                 device: str = "cpu", log: Callable[[str], None] | None = None, progress: bool = True,
+                 geometry_reader=None) -> dict:
     """Train ``mapper`` in place (resuming from ``checkpoint`` when it holds a run with the same settings).
 
     Args:
         G: the generator (frozen); ``student``: a :class:`~stylerig_au.au.student.StudentAUNet` (frozen);
         lpips: an :class:`~stylerig_au.perceptual.LPIPS` (frozen).
+        geometry_reader: the geometry term's :class:`~stylerig_au.au.landmark_net.GeometryReader` (default:
+            loaded from ``settings.landmark_net`` when ``w_geometry`` > 0).
         mapper: the mapper to train (e.g. :func:`~stylerig_au.edit.mapper.new_mapper`).
         checkpoint: the training-state file (written atomically by rank 0).
     Returns:
@@ -297,7 +331,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
     settings.check()
     log = log or (lambda m: None)
     d, device = init_distributed(device)
-    for module in (G, student, lpips):
+    for module in (G, student, lpips, *([geometry_reader] if geometry_reader is not None else [])):
         module.to(device).eval().requires_grad_(False)
     mapper.to(device).train()
     opt = torch.optim.Adam(mapper.parameters(), lr=settings.lr)
@@ -325,7 +359,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(mapper, device_ids=[d.local_rank] if device.startswith("cuda") else None)
-    loss_fn = MapperLoss(student, lpips, mapper.aus, settings)
+    loss_fn = MapperLoss(student, lpips, mapper.aus, settings, geometry_reader)
 
     def save(step: int) -> None:
         if d.main:
@@ -359,7 +393,8 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
             done = step + 1
             if bar is not None:
                 recent = history[-20:]
-                bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in ("target", "keep", "outside", "identity", "total")})
+                shown = ("target", "keep", "outside", "identity", *(("geometry",) if settings.w_geometry > 0 else ()), "total")
+                bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in shown})
                 bar.update(1)
             if (step + 1) % settings.save_every == 0:
                 save(step + 1)

@@ -12,7 +12,11 @@ the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by t
 * size: mean ((Δw+ − the starting Δw+) / w's spread)², weight ``size``;
 * colour (off by default): mean squared difference of the 8×-average-pooled face and edit inside the
   asked AUs' regions, weight ``colour``: the outside term does not look there, and without it some
-  mouth edits come out with lipstick-red lips or a white beard.
+  mouth edits come out with lipstick-red lips or a white beard;
+* geometry (off by default), weight ``geometry``: OpenFace's geometry term of each asked AU, read through
+  the differentiable landmark net (:class:`~stylerig_au.au.landmark_net.GeometryReader`), must move by at
+  least its natural share of the asked change (``reader.share`` × change); the squared shortfall is
+  the loss. Texture (a beard, glasses, a furrow) cannot pay it: only moved features do.
 
 Each step renders the edit at full size and runs the student, LPIPS and the face network backwards:
 about 1.5 s a step for one 1024² edit on a 2-core CPU (~2.5 s per edit at batch 6, which is memory-bound
@@ -47,6 +51,7 @@ class RefineSettings:
     identity: float = 4.0
     size: float = 0.05
     colour: float = 0.0
+    geometry: float = 0.0
     side: int = 256  # the student, LPIPS and the face network read the images at this side
     identity_net: str = "sface"  # a key of stylerig_au.identity_net.IDENTITY_NETS (dlib judges the evaluations)
 
@@ -55,7 +60,7 @@ class RefineSettings:
             raise StylerigError(f"refine steps must be 0 or more, got {self.steps}")
         if self.lr <= 0:
             raise StylerigError(f"refine learning rate must be positive, got {self.lr}")
-        if min(self.keep, self.outside, self.identity, self.size, self.colour) < 0:
+        if min(self.keep, self.outside, self.identity, self.size, self.colour, self.geometry) < 0:
             raise StylerigError("refine loss weights must be 0 or more")
         if self.identity_net not in IDENTITY_NETS:
             raise StylerigError(f"refine identity net must be one of {', '.join(IDENTITY_NETS)}, got {self.identity_net!r}")
@@ -83,10 +88,12 @@ class EditRefiner:
             ``settings.identity_net``), loaded from the pretrained assets when their weight is non-zero
             and they are not given;
         progress: show a progress bar over the steps of each refinement.
+        geometry_reader: the :class:`~stylerig_au.au.landmark_net.GeometryReader` of the geometry term,
+            loaded (the bundled landmark net, OpenFace's model) when its weight is non-zero and it is not given.
     """
 
     def __init__(self, G, student, w_std: torch.Tensor, settings: RefineSettings = RefineSettings(),
-                 lpips=None, face_net=None, progress: bool = False) -> None:
+                 lpips=None, face_net=None, progress: bool = False, geometry_reader=None) -> None:
         settings.check()
         self.G, self.student, self.settings = G, student, settings
         device = G.w_avg.device
@@ -101,7 +108,14 @@ class EditRefiner:
             from stylerig_au.identity_net import load_identity_net
 
             face_net = load_identity_net(settings.identity_net, device=device)
+        if settings.geometry > 0 and geometry_reader is None:
+            from stylerig_au.au.landmark_net import load_geometry_reader
+
+            geometry_reader = load_geometry_reader(device=device)
+        if geometry_reader is not None and not set(self.aus) <= set(geometry_reader.aus):
+            raise StylerigError(f"the geometry reader reads AU {geometry_reader.aus}, not every AU the student reads ({self.aus})")
         self.lpips, self.face_net, self.progress = lpips, face_net, progress
+        self.geometry_reader = geometry_reader
 
     @property
     def aus(self) -> list[int]:
@@ -187,6 +201,13 @@ class EditRefiner:
             base_aus = self.student(base)
             colour_ref = base if colour_reference is None else to_side(colour_reference[rows].to(device).float(), s.side)
         target = (base_aus + change_r).clamp(0, MAX_INTENSITY)
+        if s.geometry > 0:
+            reader = self.geometry_reader
+            g_cols = torch.tensor([reader.aus.index(a) for a in aus], device=device)
+            with torch.no_grad():
+                base_geo = reader(base)[:, g_cols].float()
+            # the geometry each asked AU should carry: its natural share of the change (unknown shares ask nothing)
+            geo_want = torch.nan_to_num(reader.share[g_cols].float().to(device)) * change_r
         keep_mask = 1 - region_mask([[aus[int(j)] for j in row.nonzero().flatten()] for row in on_r], s.side, device=device)
         identity_base = identity_reference(self.face_net, base) if s.identity > 0 else None  # crops and features, once
         outside_base = None  # the masked face's LPIPS features, computed once when the model allows it
@@ -222,6 +243,11 @@ class EditRefiner:
                 diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(colour_ref, 8)) ** 2 * inside
                 losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
                 total = total + s.colour * losses["colour"]
+            if s.geometry > 0:
+                moved = self.geometry_reader(edit)[:, g_cols].float() - base_geo
+                shortfall = torch.relu(geo_want.sign() * (geo_want - moved)) * on_r
+                losses["geometry"] = shortfall.pow(2).sum() / on_r.sum()
+                total = total + s.geometry * losses["geometry"]
             if s.identity > 0:
                 losses["identity"] = identity_loss(self.face_net, edit, identity_base).mean()
                 total = total + s.identity * losses["identity"]
