@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ws_all = seed_ws(G, args.seed_start, args.faces, args.psi, device)
     tiles: list[np.ndarray] = []
+    shown: list[int] = []  # the seeds whose rows are in the grid
     bar = tqdm(total=args.faces * len(aus), desc="optimise edits", unit="edit")
     for f in range(args.faces):
         seed = args.seed_start + f
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         done[str(seed)] = record
         atomic_write_text(partial, json.dumps({"faces": done, "local": args.local}) + "\n")
         if len(tiles) < 2 * len(VARIANTS) * (len(aus) + 1):  # the grid shows the first 2 faces run this time
+            shown.append(seed)
             for v in VARIANTS:  # the grid keeps two rows per face: the mapper's and the --steps edits
                 tiles.extend(row_tiles[v])
     bar.close()
@@ -266,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['mean_drift']:6.2f} {s['drift_per_unit']:8.3f} {s['mean_identity']:9.2f}")
     grid = out.with_suffix(".png")
     if tiles:
-        save_image(grid, au_columns_grid(tiles, aus, args.amount), value_range=(0, 255))
+        names = [f"{s}\n{v}" for s in shown for v in VARIANTS]  # seed, then which edit
+        save_image(grid, au_columns_grid(tiles, aus, args.amount, row_labels=names), value_range=(0, 255))
     result = {"device": device_label(device), "torch": torch.__version__, "generator": G.name,
               **describe_mapper(mapper), "student": args.student or "bundled student-au-detector",
               "landmark_net": (args.landmark_net or "bundled landmark-net") if args.geometry > 0 else None,

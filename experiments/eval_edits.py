@@ -84,14 +84,15 @@ def add_face_set_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=None)
 
 
-def au_columns_grid(tiles: list, aus: list[int], amount: float, cell: int = 128):
+def au_columns_grid(tiles: list, aus: list[int], amount: float, cell: int = 128, row_labels: list[str] | None = None):
     """Rows of ``len(aus) + 1`` tiles (the unedited face, then its edit of each AU) as one grid whose columns
-    are labelled 'face', 'AU1 +2', ...: uint8 [H, W, 3]."""
+    are labelled 'face', 'AU1 +2', ... and whose rows carry ``row_labels`` if given: uint8 [H, W, 3]."""
     from stylerig_au.edit.media import labelled_grid, value_label
 
     n = len(aus) + 1
     rows = [tiles[i:i + n] for i in range(0, len(tiles), n)]
-    return labelled_grid(rows, col_labels=["face"] + [f"AU{au} {value_label(amount)}" for au in aus], cell=cell)
+    return labelled_grid(rows, row_labels=row_labels, cell=cell,
+                         col_labels=["face"] + [f"AU{au} {value_label(amount)}" for au in aus])
 
 
 def main(argv: list[str] | None = None) -> int:

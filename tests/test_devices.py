@@ -125,6 +125,7 @@ COMMANDS = {
     "evaluate": lambda t: ["evaluate", "--generated", "1", "--edits", "12=+2", "--out", str(t / "ev")],
     "edited-samples": lambda t: ["edited-samples", str(t / "es"), "--num", "1"],
     "train-detector": lambda t: ["train-detector", "--data", str(t / "data"), "--out", str(t / "s.pt")],
+    "train-landmarks": lambda t: ["train-landmarks", "--data", str(t / "data"), "--out", str(t / "l.pt")],
     "train-mapper": lambda t: ["train-mapper", "--out", str(t / "m.pt")],
     "calibrate-mapper": lambda t: ["calibrate-mapper", "--out", str(t / "c.pt")],
     "learn-directions": lambda t: ["learn-directions", "--out", str(t / "d.pt")],
