@@ -24,9 +24,10 @@ student is exploited, labelled by OpenFace. One refinement of ``max(refine_at)``
 Same folder format as :mod:`stylerig_au.samples` (so :func:`~stylerig_au.samples.load_samples` reads it
 and ``train-detector --data`` trains on it), with ``meta["edits"]`` describing the edits, rows per seed
 (``seeds`` repeated; a held-out split by seed keeps them together): the plain face, then its edit(s),
-and three extra per-row fields: ``edited`` bool [k], ``delta`` float32 [k, 17], the mapper's input
-(request × gain; zeros on plain rows), and ``refine_steps`` int64 [k] (the refinement steps behind the
-edit; 0 for the mapper's edit, -1 on plain rows).
+and four extra per-row fields: ``edited`` bool [k], ``delta`` float32 [k, 17], the mapper's input
+(request × gain; zeros on plain rows), ``refine_steps`` int64 [k] (the refinement steps behind the
+edit; 0 for the mapper's edit, -1 on plain rows) and ``dw`` float16 [k, num_ws, w_dim], the edit's
+Δw+ (zeros on plain rows): the targets ``train-mapper --distil`` teaches the one-pass mapper.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditR
     from stylerig_au.models import seed_to_z
     from stylerig_au.samples import label_images, stored_images
 
-    ws_all, deltas, steps_of, big, small = [], [], [], [], []
+    ws_all, deltas, steps_of, big, small, dws = [], [], [], [], [], []
     mapper = mapper.to(device).eval()
     refiner = _refiner(G, refine_student.to(device), mapper.w_std, refine_settings) if refine_at else None
     for seed in seeds:
@@ -111,12 +112,14 @@ def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditR
             delta = edit_request(seed, len(mapper.aus), requests)
             step = mapper(ws, delta[None].to(device)).to(ws.dtype)
         if refiner is None:
-            edits, counts = [ws + step], [0]
+            steps, counts = [step], [0]
         else:
             change = delta[None].to(device)[:, [mapper.aus.index(a) for a in refiner.aus]]
             path = refiner.refine_path(ws, step, change, list(refine_at))
             counts = list(refine_at)
-            edits = [ws + path[k].to(ws.dtype) for k in counts]
+            steps = [path[k].to(ws.dtype) for k in counts]
+        edits = [ws + s for s in steps]
+        dws.append(torch.cat([torch.zeros_like(step), *steps]).detach().half().cpu())
         with torch.no_grad():
             img = G.synthesis(torch.cat([ws, *edits])).clamp(-1, 1)
         big.extend(batch_to_uint8(img))
@@ -130,7 +133,7 @@ def _make_edited_chunk(G, detector, seeds: list[int], *, mapper, requests: EditR
     per_seed = len(steps_of) // len(seeds)
     return {"seeds": torch.tensor(seeds, dtype=torch.int64).repeat_interleave(per_seed), "w": torch.cat(ws_all),
             "images": torch.cat(small), "edited": torch.tensor(steps_of) >= 0, "delta": torch.cat(deltas),
-            "refine_steps": torch.tensor(steps_of, dtype=torch.int64), **{k: torch.from_numpy(v) for k, v in labels.items()}}
+            "refine_steps": torch.tensor(steps_of, dtype=torch.int64), "dw": torch.cat(dws), **{k: torch.from_numpy(v) for k, v in labels.items()}}
 
 
 def _describe(name: str | os.PathLike) -> str:
@@ -185,7 +188,7 @@ def build_edited_samples(G, mapper, folder: str | os.PathLike, num: int, *, mapp
         edits["refine"] = {"at": list(refine_at), "student": _describe(refine_student_name or "given"),
                            **{k: v for k, v in asdict(refine_settings).items() if k != "steps"}}
     meta = dataset_meta(G, detector, psi=psi, seed_start=seed_start, chunk_size=chunk_size, image_size=image_size, edits=edits,
-                        rows="per seed: the plain sample, then its edit(s) ('edited', 'delta', 'refine_steps')")
+                        rows="per seed: the plain sample, then its edit(s) ('edited', 'delta', 'refine_steps', 'dw')")
     settings = {"mapper": mapper, "requests": requests, "psi": psi, "image_size": image_size}
     if refine_at:
         settings.update(refine_at=refine_at, refine_student=refine_student, refine_settings=refine_settings)

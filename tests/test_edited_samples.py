@@ -122,12 +122,25 @@ def test_refined_rows_follow_the_refinement_path(tiny_stylegan2, tmp_path):
     mapper_only = load_samples(_build(G, mapper, tmp_path / "m", num=2), with_images=True)
     assert (data.images[1::3].int() - mapper_only.images[1::2].int()).abs().max() <= 1
     assert (data.images[2::3].float() - data.images[1::3].float()).abs().mean() > 0.5
+    # each row stores its Δw+: zeros for the face, the mapper's step, then the refined step that made the image
+    dw = data.extra["dw"]
+    assert dw.dtype == torch.float16 and dw.shape == (6, G.num_ws, G.w_dim) and (dw[0::3] == 0).all()
+    ws = data.w[0::3, None].repeat(1, G.num_ws, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(dw[1::3].float(), mapper(ws, data.extra["delta"][1::3]), atol=2e-3, rtol=1e-2)
+        refined = (G.synthesis(ws + dw[2::3].float()).clamp(-1, 1) + 1) * 127.5
+    assert (dw[2::3] != dw[1::3]).any()
+    from stylerig_au.samples import stored_images
+
+    assert (stored_images(refined / 127.5 - 1, 16).float() - data.images[2::3].float()).abs().mean() < 2.0
     with pytest.raises(StylerigError, match="need a student to refine against"):
         _build(G, mapper, tmp_path / "bad", refine_at=(3,))
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--num", "2", "--refine-student", "s.pt"], "--refine-student needs --refine-at"),
+    (["--num", "2", "--refine-student", "s.pt"], "--refine-student, --refine-colour and --refine-geometry need --refine-at"),
+    (["--num", "2", "--refine-colour", "20"], "need --refine-at"),
+    (["--num", "2", "--refine-at", "4", "--refine-geometry", "-1"], "--refine-geometry"),
     (["--num", "2", "--refine-at", "4", "--refine-at", "4"], "must differ"),
     (["--num", "0"], "--num"),
 ])

@@ -201,7 +201,7 @@ def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
     before = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
     straight, result = _train(G, 4, tmp_path / "a.pt")
     assert len(result["history"]) == 4 and result["steps_run"] == 4 and result["world"] == 1
-    assert set(result["last"]) == {"target", "keep", "outside", "identity", "size", "geometry", "total"}
+    assert set(result["last"]) == {"target", "keep", "outside", "identity", "size", "geometry", "distil", "distil_image", "total"}
     assert result["last"]["geometry"] == 0.0  # off by default
     assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in result["history"])
     assert (straight.out.weight != 0).any()  # the residual learned something

@@ -73,11 +73,15 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 399),
               help="Seed of the training faces and the AU changes drawn per step (each seed its own faces).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
-              help="Weight of one loss term, repeatable: target, keep, outside, identity, size, geometry "
-                   "[defaults 1, 1, 4, 4, 0.05, 0], e.g. --weight keep=2 to hold the other AUs more firmly, or "
-                   "--weight geometry=2 to make each AU move its facial features (OpenFace's geometry term through the landmark net).")
+              help="Weight of one loss term, repeatable: target, keep, outside, identity, size, geometry, distil, distil_image "
+                   "[defaults 1, 1, 4, 4, 0.05, 0, 0, 0; with --distil and neither distil weight given, distil 1], e.g. --weight keep=2 to hold the other AUs more firmly, or "
+                   "--weight geometry=2 to make each AU move its facial features (OpenFace's geometry term through the landmark net). "
+                   "Image terms all 0 with --distil: distillation alone, no renders.")
 @click.option("--landmark-net", "landmark_net_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Landmark net of the geometry term [default: the bundled one].")
+@click.option("--distil", "distil_path", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Teach the mapper the refined edits of this dataset (`edited-samples DIR --refine-at 20`): its Δw+ "
+                   "for each stored face and request against the refined Δw+ (the distil term).")
 @click.option("--identity-net", type=click.Choice([*IDENTITY_NET_CHOICES, "lpips"]), default=IDENTITY_NET_CHOICES[0],
               show_default=True,
               help="What the identity loss compares: SFace features (cosine distance), dlib's face descriptor (the "
@@ -87,7 +91,8 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
-                 weights: tuple[str, ...], threads: int | None, identity_net: str, landmark_net_path: Path | None) -> None:
+                 weights: tuple[str, ...], threads: int | None, identity_net: str, landmark_net_path: Path | None,
+                 distil_path: Path | None) -> None:
     """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
     import torch
 
@@ -105,8 +110,13 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device)  # under torchrun: GPU LOCAL_RANK
+    loss_weights = parse_loss_weights(weights)
+    if distil_path is not None and "w_distil" not in loss_weights and "w_distil_image" not in loss_weights:
+        loss_weights["w_distil"] = 1.0
+    elif max(loss_weights.get("w_distil", 0), loss_weights.get("w_distil_image", 0)) > 0:
+        raise StylerigError("--weight distil / distil_image needs --distil DIR (a dataset of refined edits from `edited-samples --refine-at 20`)")
     geometry_reader = None
-    if parse_loss_weights(weights).get("w_geometry", 0) > 0:  # its landmark net and OpenFace's model, before the big loads
+    if loss_weights.get("w_geometry", 0) > 0:  # its landmark net and OpenFace's model, before the big loads
         from stylerig_au.au.landmark_net import load_geometry_reader
 
         geometry_reader = load_geometry_reader(landmark_net_path)
@@ -114,7 +124,8 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     init = load_mapper(init_path, G) if init_path else None
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,
                                    seed=seed, identity_net=identity_net, init=f"{init_path.name} ({init.created})" if init is not None else "",
-                                   landmark_net=str(landmark_net_path) if landmark_net_path else "", **parse_loss_weights(weights))
+                                   landmark_net=str(landmark_net_path) if landmark_net_path else "",
+                                   distil=str(distil_path) if distil_path else "", **loss_weights)
     settings.check()
     if init is not None:
         mapper = init.train().requires_grad_(True)
@@ -123,11 +134,18 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
         directions = LinearDirections.load(directions_path, G) if directions_path else load_default_directions(G)
         mapper = new_mapper(G, directions, hidden=hidden)
         directions_created = directions.created
+    distil = None
+    if settings.distils:  # read and checked before the student and LPIPS load
+        from stylerig_au.edit.distil import DistilTargets
+
+        distil = DistilTargets(distil_path, G, list(mapper.aus))
+        click.echo(f"distilling {len(distil)} edits refined for {distil.steps} steps ({distil_path})", err=True)
     student = load_student(student_path)
     lpips = load_lpips()
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     ckpt = checkpoint_path(out)
-    result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log, geometry_reader=geometry_reader)
+    result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log, geometry_reader=geometry_reader,
+                 distil=distil)
     if result["rank"] != 0:
         return
     command = "stylerig-au " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train-mapper"] else \

@@ -22,7 +22,13 @@ Both the face and its edit are rendered and scored, and the loss is
 * ``geometry`` (weight 0 unless asked): OpenFace's geometry term of each edited AU, read through the
   differentiable landmark net (:class:`~stylerig_au.au.landmark_net.GeometryReader`), must move by at
   least its natural share of the asked change (g·ΔAU × ``reader.share``); the squared shortfall is the
-  loss. Only moved facial features pay it, not texture such as a beard read as a chin raise.
+  loss. Only moved facial features pay it, not texture such as a beard read as a chin raise;
+* ``distil`` (weight 0 unless asked): the mapper's Δw+ for the refined edits of an edited-samples dataset
+  (``edited-samples --refine-at K``) against the refined Δw+, in units of w's spread
+  (:mod:`stylerig_au.edit.distil`): the per-face refinement taught to the one-pass mapper. ``batch`` of
+  its rows join each step. With every image term's weight 0 the step renders nothing (distillation alone);
+* ``distil_image`` (weight 0 unless asked): the same rows' edits rendered and compared with the refined
+  edits' stored images (LPIPS + mean squared error): what the refined edit looks like, not its Δw+.
 
 Runs unchanged under ``torchrun``: with ``WORLD_SIZE`` > 1 each process draws its own faces,
 gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on a CPU), and rank 0 alone
@@ -63,7 +69,7 @@ REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
     "jaw": (0.26, 0.62, 0.74, 0.98),
 }
 FACE_CROP = (0.18, 0.24, 0.82, 0.94)
-LOSS_NAMES = ("target", "keep", "outside", "identity", "size", "geometry")
+LOSS_NAMES = ("target", "keep", "outside", "identity", "size", "geometry", "distil", "distil_image")
 IDENTITY_NETS = ("lpips", *FACE_NETS)  # 'lpips': the proxy below, no face network
 
 
@@ -87,11 +93,14 @@ class MapperTrainSettings:
     w_identity: float = 4.0
     w_size: float = 0.05
     w_geometry: float = 0.0
+    w_distil: float = 0.0
+    w_distil_image: float = 0.0
     seed: int = 0
     save_every: int = 25
     identity_net: str = "sface"  # a face network of stylerig_au.identity_net ('sface', 'dlib') or 'lpips' (proxy)
     init: str = ""  # what the mapper started from when not the linear directions (a resumed run must match)
     landmark_net: str = ""  # the geometry term's landmark net file ('' = the bundled one)
+    distil: str = ""  # the distil term's edited-samples folder (refined edits' Δw+)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.max_aus < 1 or self.save_every < 1:
@@ -106,8 +115,11 @@ class MapperTrainSettings:
             raise StylerigError(f"seed must be in 0..{MAX_SEED} (each seed has its own block of training faces), got {self.seed}")
         if self.image_size < 64:
             raise StylerigError(f"image_size must be at least 64 (the student needs it), got {self.image_size}")
-        if min(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_size, self.w_geometry) < 0:
+        if min(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_size, self.w_geometry, self.w_distil,
+               self.w_distil_image) < 0:
             raise StylerigError("loss weights must be 0 or more")
+        if max(self.w_distil, self.w_distil_image) > 0 and not self.distil:
+            raise StylerigError("the distil term needs a dataset of refined edits (train-mapper --distil DIR)")
 
     def resume_key(self) -> dict:
         key = {k: v for k, v in asdict(self).items() if k not in ("steps", "save_every")}
@@ -115,7 +127,21 @@ class MapperTrainSettings:
             del key["identity_net"]
         if key["w_geometry"] == 0:  # likewise for the geometry term
             del key["w_geometry"], key["landmark_net"]
+        if key["w_distil_image"] == 0:  # and the distil terms
+            del key["w_distil_image"]
+        if key["w_distil"] == 0 and "w_distil_image" not in key:
+            del key["w_distil"], key["distil"]
         return key
+
+    @property
+    def distils(self) -> bool:
+        """Whether a step learns from the refined edits (a distil term has a weight)."""
+        return max(self.w_distil, self.w_distil_image) > 0
+
+    @property
+    def renders(self) -> bool:
+        """Whether a step renders images (some image term has a weight); distillation alone does not."""
+        return max(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_geometry) > 0
 
 
 def to_side(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -173,10 +199,14 @@ def identity_proxy(lpips, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class MapperLoss:
-    """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs)."""
+    """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs,
+    distil rows); ``distil``: the :class:`~stylerig_au.edit.distil.DistilTargets` of the distil term."""
 
-    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings, geometry_reader=None) -> None:
+    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings, geometry_reader=None, distil=None) -> None:
         self.student, self.lpips, self.s = student, lpips, s
+        if s.distils and distil is None:
+            raise StylerigError("the distil term needs its refined edits (a DistilTargets)")
+        self.distil = distil
         missing = [a for a in aus if a not in student.aus]
         if missing:
             raise StylerigError(f"the student AU detector does not score AU {', '.join(map(str, missing))}")
@@ -202,8 +232,35 @@ class MapperLoss:
     def _render(self, G, ws: torch.Tensor) -> torch.Tensor:
         return to_side(G.synthesis(ws), self.s.image_size)
 
-    def __call__(self, mapper, G, ws: torch.Tensor, delta: torch.Tensor, edited: list[list[int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, mapper, G, ws: torch.Tensor, delta: torch.Tensor, edited: list[list[int]],
+                 distil_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         module: AUMapper = getattr(mapper, "module", mapper)
+        losses = self._image_terms(mapper, module, G, ws, delta, edited) if self.s.renders else self._no_image_terms(mapper, module, ws, delta)
+        zero = torch.zeros((), device=ws.device)
+        # through the bare module: its gradient reaches the same parameters, and the wrapper wants one forward a step
+        losses["distil"] = self.distil.loss(module, distil_rows, module.w_std) if self.s.w_distil > 0 else zero
+        losses["distil_image"] = (self.distil.image_loss(module, G, self.lpips, distil_rows, module.w_std)
+                                  if self.s.w_distil_image > 0 else zero)
+        s = self.s
+        losses["total"] = (s.w_target * losses["target"] + s.w_keep * losses["keep"] + s.w_outside * losses["outside"]
+                           + s.w_identity * losses["identity"] + s.w_size * losses["size"] + s.w_geometry * losses["geometry"]
+                           + s.w_distil * losses["distil"] + s.w_distil_image * losses["distil_image"])
+        return losses
+
+    @staticmethod
+    def _size(module: AUMapper, step: torch.Tensor, gained: torch.Tensor) -> torch.Tensor:
+        linear = torch.einsum("na,aed->ned", gained, module.linear.detach())
+        return ((step.index_select(1, module.slot_index) - linear) / module.w_std).pow(2).mean()
+
+    def _no_image_terms(self, mapper, module: AUMapper, ws: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
+        zero = torch.zeros((), device=ws.device)
+        losses = {k: zero for k in ("target", "keep", "outside", "identity", "geometry")}
+        # one forward through ``mapper`` (under torchrun the DistributedDataParallel wrapper) every step, as with images
+        losses["size"] = self._size(module, mapper(ws, delta), delta * module.input_gain)
+        return losses
+
+    def _image_terms(self, mapper, module: AUMapper, G, ws: torch.Tensor, delta: torch.Tensor,
+                     edited: list[list[int]]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             base = self._render(G, ws).clamp(-1, 1)
             base_aus = self.student(base)[:, self.cols.to(base.device)]
@@ -225,10 +282,7 @@ class MapperLoss:
             losses["identity"] = identity_loss(self.face_net, edit, base).mean()
         else:
             losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
-        idx = module.slot_index
-        linear = torch.einsum("na,aed->ned", gained, module.linear.detach())
-        residual = (step.index_select(1, idx) - linear) / module.w_std
-        losses["size"] = residual.pow(2).mean()
+        losses["size"] = self._size(module, step, gained)
         losses["geometry"] = torch.zeros((), device=edit.device)
         if self.geometry is not None:
             cols = self.g_cols.to(edit.device)
@@ -238,9 +292,6 @@ class MapperLoss:
             want = self.g_share.to(edit.device) * gained
             shortfall = torch.relu(want.sign() * (want - moved)) * on
             losses["geometry"] = shortfall.pow(2).sum() / on.sum().clamp_min(1)
-        s = self.s
-        losses["total"] = (s.w_target * losses["target"] + s.w_keep * losses["keep"] + s.w_outside * losses["outside"]
-                           + s.w_identity * losses["identity"] + s.w_size * losses["size"] + s.w_geometry * losses["geometry"])
         return losses
 
 
@@ -312,7 +363,7 @@ def _state(mapper: AUMapper, opt: torch.optim.Optimizer, step: int, s: MapperTra
 
 def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSettings, checkpoint: str | os.PathLike, *,
                  device: str = "cpu", log: Callable[[str], None] | None = None, progress: bool = True,
-                 geometry_reader=None) -> dict:
+                 geometry_reader=None, distil=None) -> dict:
     """Train ``mapper`` in place (resuming from ``checkpoint`` when it holds a run with the same settings).
 
     Args:
@@ -320,6 +371,8 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         lpips: an :class:`~stylerig_au.perceptual.LPIPS` (frozen).
         geometry_reader: the geometry term's :class:`~stylerig_au.au.landmark_net.GeometryReader` (default:
             loaded from ``settings.landmark_net`` when ``w_geometry`` > 0).
+        distil: the distil term's :class:`~stylerig_au.edit.distil.DistilTargets` (default: read from
+            ``settings.distil`` when ``w_distil`` > 0).
         mapper: the mapper to train (e.g. :func:`~stylerig_au.edit.mapper.new_mapper`).
         checkpoint: the training-state file (written atomically by rank 0).
     Returns:
@@ -359,7 +412,12 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(mapper, device_ids=[d.local_rank] if device.startswith("cuda") else None)
-    loss_fn = MapperLoss(student, lpips, mapper.aus, settings, geometry_reader)
+    if settings.distils and distil is None:
+        from stylerig_au.edit.distil import DistilTargets
+
+        distil = DistilTargets(settings.distil, G, mapper.aus)
+        log(f"distilling {len(distil)} edits refined for {distil.steps} steps ({settings.distil})")
+    loss_fn = MapperLoss(student, lpips, mapper.aus, settings, geometry_reader, distil)
 
     def save(step: int) -> None:
         if d.main:
@@ -379,7 +437,8 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
             ws = batch_latents(G, step, d, settings, mapper.w_std, device)
             gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step * d.world + d.rank)
             delta, edited = sample_deltas(mapper.aus, settings.batch, settings, gen)
-            losses = loss_fn(model, G, ws, delta.to(device), edited)
+            rows = distil.batch(step, settings.batch, d.rank, d.world) if settings.distils else None
+            losses = loss_fn(model, G, ws, delta.to(device), edited, rows)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             opt.step()
@@ -393,8 +452,10 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
             done = step + 1
             if bar is not None:
                 recent = history[-20:]
-                shown = ("target", "keep", "outside", "identity", *(("geometry",) if settings.w_geometry > 0 else ()), "total")
-                bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in shown})
+                shown = (*(("target", "keep", "outside", "identity") if settings.renders else ()),
+                         *(("geometry",) if settings.w_geometry > 0 else ()), *(("distil",) if settings.w_distil > 0 else ()),
+                         *(("distil_image",) if settings.w_distil_image > 0 else ()), "total")
+                bar.set_postfix({k: f"{sum(h.get(k, 0.0) for h in recent) / len(recent):.3f}" for k in shown})
                 bar.update(1)
             if (step + 1) % settings.save_every == 0:
                 save(step + 1)
@@ -411,7 +472,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
     span = max(1, min(20, len(history) // 4))
 
     def means(rows: list[dict]) -> dict[str, float]:
-        return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
+        return {k: sum(r.get(k, 0.0) for r in rows) / len(rows) for k in rows[-1]} if rows else {}
 
     mapper.eval()
     return {"history": history, "first": means(history[:span]), "last": means(history[-span:]), "span": span,
