@@ -184,6 +184,12 @@ def test_train_mapper_command_distils(tiny_stylegan2, refined, tmp_path, capsys,
     settings = load_mapper(tmp_path / "m.pt", G).meta["settings"]
     assert settings["w_distil"] == 1.0 and settings["distil"] == str(refined) and settings["w_target"] == 0
     assert f"distil (Δw+ of the refined edits in `{refined}`) 1.0" in (tmp_path / "m.md").read_text()
+    # the image term alone, by name
+    assert main(["train-mapper", "--out", str(tmp_path / "i.pt"), "--distil", str(refined), "--weight", "distil=0",
+                 "--weight", "distil_image=2", *image_terms_off, *args[:-1], "1"]) == 0
+    settings = load_mapper(tmp_path / "i.pt", G).meta["settings"]
+    assert settings["w_distil"] == 0 and settings["w_distil_image"] == 2.0
+    capsys.readouterr()
     for bad, message in ((["--weight", "distil=1"], "--weight distil / distil_image needs --distil DIR"),
                          (["--distil", str(tmp_path / "none")], "no AU sample dataset here")):
         assert main(["train-mapper", "--out", str(tmp_path / "bad.pt"), *bad, *args]) == 1

@@ -111,8 +111,9 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
         torch.set_num_threads(threads)
     device = resolve_device(device)  # under torchrun: GPU LOCAL_RANK
     loss_weights = parse_loss_weights(weights)
-    if distil_path is not None and "w_distil" not in loss_weights and "w_distil_image" not in loss_weights:
-        loss_weights["w_distil"] = 1.0
+    if distil_path is not None:
+        if "w_distil" not in loss_weights and "w_distil_image" not in loss_weights:
+            loss_weights["w_distil"] = 1.0
     elif max(loss_weights.get("w_distil", 0), loss_weights.get("w_distil_image", 0)) > 0:
         raise StylerigError("--weight distil / distil_image needs --distil DIR (a dataset of refined edits from `edited-samples --refine-at 20`)")
     geometry_reader = None
