@@ -259,3 +259,57 @@ def test_rescore_summarises_stored_results_over_the_given_aus(eval_edits, tmp_pa
     (tmp_path / "bad.json").write_text("{}")
     assert eval_edits.rescore([tmp_path / "bad.json"], None) == 2
     assert "not an eval_edits.py result" in capsys.readouterr().err
+
+
+def test_distil_report_reads_the_teacher_from_the_stored_labels():
+    """Rows per seed: the face, the mapper's edit (0 steps), the refined edit (20 steps); a face dlib missed is skipped."""
+    from types import SimpleNamespace
+
+    import torch
+
+    report = load_script("distil_report")
+    nan = float("nan")
+    # 3 AUs; seed 1 asks AU0 +2 (mapper reaches +1, refined +2), seed 2 asks AU1 -1 (mapper -1, refined -0.5),
+    # seed 3's edit was not found by dlib
+    aus = [[0, 0, 1], [1, 0, 1.4], [2, 0, 1],
+           [0, 2, 0], [0, 1, 0], [0, 1.5, 0.2],
+           [0, 0, 0], [nan, nan, nan], [nan, nan, nan]]
+    data = SimpleNamespace(
+        seeds=torch.tensor([1, 1, 1, 2, 2, 2, 3, 3, 3]), aus=torch.tensor(aus),
+        face_found=torch.tensor([True] * 7 + [False] * 2),
+        extra={"refine_steps": torch.tensor([-1, 0, 20] * 3),
+               "delta": torch.tensor([[0, 0, 0], [2, 0, 0], [2, 0, 0], [0, 0, 0], [0, -1, 0], [0, -1, 0],
+                                      [0, 0, 0], [1, 0, 0], [1, 0, 0]], dtype=torch.float32)})
+    out = report.teacher_summary(data)
+    mapper, refined = out["0"], out["20"]
+    assert mapper["edits"] == refined["edits"] == 2
+    assert mapper["slope"] == pytest.approx((2 * 1 + -1 * -1) / 5) and refined["slope"] == pytest.approx((2 * 2 + -1 * -0.5) / 5)
+    assert mapper["slope_raise"] == pytest.approx(0.5) and refined["slope_lower"] == pytest.approx(0.5)
+    assert mapper["error"] == pytest.approx(0.5) and refined["error"] == pytest.approx(0.25)
+    assert mapper["error_big_raise"] == pytest.approx(1.0) and refined["error_big_raise"] == pytest.approx(0.0)
+    assert mapper["within_0.5"] == pytest.approx(0.5) and refined["within_0.5"] == pytest.approx(1.0)
+    assert mapper["drift"] == pytest.approx((0.2 + 0.0) / 2) and refined["drift"] == pytest.approx((0.0 + 0.1) / 2)
+
+
+def test_distil_report_correction_cosines():
+    """Corrections shared by the faces of an AU have pairwise cosine 1; a lowered AU's is sign-aligned first."""
+    from types import SimpleNamespace
+
+    import torch
+
+    report = load_script("distil_report")
+
+    class Step(torch.nn.Module):
+        w_std = torch.full((4,), 2.0)
+
+        def forward(self, ws, delta):
+            return torch.zeros_like(ws)
+
+    shared = torch.tensor([1.0, 0, 0, 0])
+    dw = torch.stack([shared, -shared, torch.tensor([0, 1.0, 0, 0]), torch.tensor([0, 0, 1.0, 0])])[:, None]  # [4, 1, 4]
+    targets = SimpleNamespace(ws=torch.zeros(4, 1, 4), dw=dw, aus=[12, 26],
+                              delta=torch.tensor([[2.0, 0], [-1.0, 0], [0, 2.0], [0, 1.0]]))
+    out = report.correction_summary(targets, Step())
+    assert out["per_au"]["12"] == {"edits": 2, "mean_pairwise_cosine": pytest.approx(1.0)}
+    assert out["per_au"]["26"]["mean_pairwise_cosine"] == pytest.approx(0.0)
+    assert out["step_rms"] == 0.0 and out["correction_rms"] == pytest.approx(0.25)  # |0.5| in one of 4 entries per row
