@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        data = load_samples(args.dataset)
+        data = load_samples(args.dataset, with_images=True)
         G = load_generator(args.generator)
         bundled = load_default_mapper(G, None).eval()
-        targets = DistilTargets(args.dataset, G, list(bundled.aus))
+        targets = DistilTargets(args.dataset, G, list(bundled.aus), data=data)
         mappers = {"bundled": bundled, **{m: load_mapper(m, G).eval() for m in args.mappers}}
     except StylerigError as err:
         print(f"error: {err}", file=sys.stderr)

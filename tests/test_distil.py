@@ -41,6 +41,7 @@ def test_targets_are_the_refined_rows(tiny_stylegan2, refined):
     G = tiny_stylegan2
     targets = DistilTargets(refined, G, list(AU_NUMBERS))
     data = load_samples(refined)
+    assert torch.equal(DistilTargets(refined, G, list(AU_NUMBERS), data=load_samples(refined, with_images=True)).dw, targets.dw)
     assert len(targets) == 4 and targets.steps == 3 and targets.seeds.tolist() == list(range(6_000_000, 6_000_004))
     assert targets.ws.shape == (4, G.num_ws, G.w_dim) and targets.dw.dtype == torch.float32
     torch.testing.assert_close(targets.dw, data.extra["dw"][2::3].float())
@@ -189,6 +190,8 @@ def test_train_mapper_command_distils(tiny_stylegan2, refined, tmp_path, capsys,
                  "--weight", "distil_image=2", *image_terms_off, *args[:-1], "1"]) == 0
     settings = load_mapper(tmp_path / "i.pt", G).meta["settings"]
     assert settings["w_distil"] == 0 and settings["w_distil_image"] == 2.0
+    card = (tmp_path / "i.md").read_text()
+    assert f"distil-image (LPIPS + MSE to the images of the refined edits in `{refined}`) 2.0" in card and "distil (Δw+" not in card
     capsys.readouterr()
     for bad, message in ((["--weight", "distil=1"], "--weight distil / distil_image needs --distil DIR"),
                          (["--distil", str(tmp_path / "none")], "no AU sample dataset here")):

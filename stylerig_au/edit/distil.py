@@ -36,13 +36,15 @@ class DistilTargets:
         seeds: int64 [n]; ``steps``: the refinement steps behind the stored edits; ``aus``: list of A ints.
     """
 
-    def __init__(self, folder: str | os.PathLike, G, aus: list[int], steps: int | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike, G, aus: list[int], steps: int | None = None, data=None) -> None:
         """Read ``folder`` (made by ``edited-samples --refine-at ...``) for generator ``G`` and a mapper of
-        AUs ``aus``; ``steps``: which stored step count to use (default: the largest)."""
+        AUs ``aus``; ``steps``: which stored step count to use (default: the largest); ``data``: the folder's
+        :class:`~stylerig_au.samples.Samples` when already loaded with its images (it is not read again)."""
         from stylerig_au.samples import load_samples
 
         folder = Path(folder)
-        data = load_samples(folder, with_images=True)
+        if data is None or data.images is None:
+            data = load_samples(folder, with_images=True)
         if "dw" not in data.extra or "refine_steps" not in data.extra:
             raise StylerigError(f"{folder}: no edits' Δw+ stored here (made before they were, or not by edited-samples); "
                                 "make it with `stylerig-au edited-samples DIR --refine-at 20`")

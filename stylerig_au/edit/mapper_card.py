@@ -39,7 +39,8 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         + (f", geometry (OpenFace's geometry term through the landmark net {s.get('landmark_net') or 'bundled'}, at least each AU's natural share) "
            f"{s['w_geometry']}" if s.get("w_geometry") else "")
         + (f", distil (Δw+ of the refined edits in `{s.get('distil')}`) {s.get('w_distil')}" if s.get("w_distil") else "")
-        + (f", distil-image (LPIPS + MSE to those edits' images) {s.get('w_distil_image')}" if s.get("w_distil_image") else "") + ".",
+        + (f", distil-image (LPIPS + MSE to the images of the refined edits in `{s.get('distil')}`) {s.get('w_distil_image')}"
+           if s.get("w_distil_image") else "") + ".",
         "- Licence: Apache-2.0 like stylerig_au; the student was distilled from OpenFace 2.2 AU models, whose licence is "
         "academic / non-commercial.",
         "",
