@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.au.detect import make_detector
     from stylerig_au.au.geometry import au_motion
     from stylerig_au.edit.directions import load_default_directions
-    from stylerig_au.edit.local import MASK_SIDE, find_face, region_mask, render_local
+    from stylerig_au.edit.local import MASK_SIDE, find_face, region_mask, render_base, render_local
     from stylerig_au.edit.motion import marks_in_box, transfer_motion
     from stylerig_au.edit.spec import AU
     from stylerig_au.fileio import atomic_write_text
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in range(args.faces):
         ws = ws_all[f:f + 1]
         base_u8, base = render(ws)
+        # the unedited render each local edit blends with, kept for the face's edits (style edits render both rows)
+        kept = render_base(G, ws, from_resolution=args.local_from) if args.local and style_edits is None else ws
         base_label = label_images(base_u8, detector)
         base_aus, base_marks = base_label["aus"][0], base_label["landmarks"]
         base_small = F.interpolate(base, size=512, mode="area")
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_image = torch.stack([torch.zeros_like(offset), offset]) if args.local and not args.motion else offset
                 edited_ws, styled = ws, style_offsets(G, per_image)
             with styled:
-                edit, edit_u8 = render_edit(ws, edited_ws, base, face, base_marks, au)
+                edit, edit_u8 = render_edit(kept, edited_ws, base, face, base_marks, au)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - tick)

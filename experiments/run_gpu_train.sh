@@ -9,6 +9,13 @@
 #   GEOMETRY=W ...                                  # add the geometry term (train-mapper --weight geometry=W): needs
 #                                                   # OpenFace's model packed too: ../shared/gpu/pack with the
 #                                                   # generator, LPIPS and openface-2.2-au.pt files of the cache
+#   LOCAL=1 ...                                     # the local design instead (train-mapper --local): fine-tunes the
+#                                                   # bundled mapper through the local render with the SFace identity
+#                                                   # term (crops and regions from the bundled landmark net: no dlib
+#                                                   # there), the colour term, no outside term and so no LPIPS. Pack:
+#                                                   #   rm -rf .device; C=pretrained/third_party; ../shared/gpu/pack
+#                                                   #   $C/mobilestylegan-ffhq-1024.pt $C/sface.pt $C/openface-2.2-au.pt
+#                                                   # (~36 MB; openface only for GEOMETRY). TARGET=W sets its target weight
 #
 # Steps: (1) restore the packed weights; (2) time 4 training steps; (3) train for 90 % of BUDGET seconds' worth
 # of steps (BUDGET default 400; under a timeout 60 s longer). Writes into OUT_DIR: log.txt, summary.txt and, when
@@ -19,7 +26,7 @@
 set -uo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,/^set /p' "$0" | grep '^#' | cut -c3-; exit 0; fi
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 PY=${PYTHON:-python3}
 QUICK=${QUICK:-0}
 if [ $# -ge 1 ]; then D=$1; elif [ -n "${OUT:-}" ]; then D=$OUT/gpu_train; else D=experiments/results/gpu_train; fi
@@ -36,7 +43,15 @@ fi
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 echo "device $DEVICE batch $BATCH budget ${BUDGET}s" | tee -a "$D/summary.txt"
 GEOMETRY=${GEOMETRY:-0}
-TRAIN=($PY -m stylerig_au.cli train-mapper --batch "$BATCH" --identity-net lpips --weight keep=2 --device "$DEVICE")
+LOCAL=${LOCAL:-0}
+if [ "$LOCAL" = 1 ]; then
+  TRAIN=($PY -m stylerig_au.cli train-mapper --batch "$BATCH" --init pretrained/au-mapper-mobilestylegan-ffhq-1024.pt
+         --local --landmarks net --identity-net sface --weight outside=0 --weight colour=20 --weight keep=2
+         --weight "target=${TARGET:-1}" --seed 3 --device "$DEVICE")
+  echo "local design (landmark net, SFace identity, colour 20), target weight ${TARGET:-1}" | tee -a "$D/summary.txt"
+else
+  TRAIN=($PY -m stylerig_au.cli train-mapper --batch "$BATCH" --identity-net lpips --weight keep=2 --device "$DEVICE")
+fi
 if [ "$GEOMETRY" != 0 ]; then TRAIN+=(--weight "geometry=$GEOMETRY"); echo "geometry weight $GEOMETRY" | tee -a "$D/summary.txt"; fi
 
 # (2) seconds per step, from the probe mapper's own record of its training time (loading excluded)

@@ -360,15 +360,20 @@ class IdentityReference:
     found: torch.Tensor
 
 
-def identity_reference(net: IdentityNet, b: torch.Tensor) -> IdentityReference:
+def identity_reference(net: IdentityNet, b: torch.Tensor, landmarks: list | None = None) -> IdentityReference:
     """The crops and features of the faces ``b`` (float [N, 3, S, S] in [-1, 1]), cropped where dlib finds
-    each face's landmarks (identity for an image without a face, which then counts 0)."""
-    from stylerig_au.au.landmarks import landmarks_68
-    from stylerig_au.imageio import batch_to_uint8
+    each face's landmarks (identity for an image without a face, which then counts 0). ``landmarks``:
+    optional, the faces' landmarks already found (float [68, 2] in dlib's pixel-index frame, or None per
+    face; e.g. from a :class:`~stylerig_au.au.face_points.LandmarkSource`) instead of running dlib."""
+    if landmarks is None:
+        from stylerig_au.au.landmarks import landmarks_68
+        from stylerig_au.imageio import batch_to_uint8
 
+        landmarks = [landmarks_68(img) for img in batch_to_uint8(b)]
+    elif len(landmarks) != b.shape[0]:
+        raise StylerigError(f"identity_reference got {len(landmarks)} landmark sets for {b.shape[0]} faces")
     affines, found = [], []
-    for img in batch_to_uint8(b):
-        pts = landmarks_68(img)
+    for pts in landmarks:
         found.append(pts is not None)
         affines.append(net.crop_affine(pts) if pts is not None else np.eye(2, 3))
     aff = torch.as_tensor(np.stack(affines), dtype=b.dtype, device=b.device)

@@ -13,7 +13,7 @@ import torch
 from stylerig_au.edit.directions import LinearDirections
 from stylerig_au.edit.editor import Editor
 from stylerig_au.edit.local import (AU_REGIONS, MASK_SIDE, FaceMarks, blended_synthesis, region_mask, region_points,
-                                    render_local)
+                                    render_base, render_local)
 from stylerig_au.edit.spec import AU
 from stylerig_au.errors import StylerigError, StylerigWarning
 from tests.test_mobilestylegan import tiny_mobilestylegan
@@ -112,6 +112,34 @@ def test_blending_keeps_the_base_outside_and_the_edit_inside(G) -> None:
         assert (mixed[..., : R // 4] - plain_base[..., : R // 4]).abs().mean() > 0.1 * (plain_edit - plain_base).abs().mean()
         # the hooks are gone afterwards
         assert torch.equal(G.synthesis(ws_edit), plain_edit)
+
+
+@pytest.mark.parametrize("G", _generators(), ids=["mobilestylegan", "stylegan2"])
+def test_a_kept_base_render_gives_the_same_local_edit_and_its_gradient(G) -> None:
+    torch.manual_seed(1)
+    ws_base = G.mapping(torch.randn(2, G.z_dim))[:, None].repeat(1, G.num_ws, 1)
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[0, ..., 4:12, 2:10] = 1.0
+    masks[1, ..., 8:, :] = 0.5
+    step = (0.5 * torch.randn_like(ws_base)).requires_grad_(True)
+    together = render_local(G, ws_base, ws_base + step, masks, from_resolution=4)
+    (g_together,) = torch.autograd.grad(together.square().mean(), [step])
+    base = render_base(G, ws_base, from_resolution=4)
+    kept = render_local(G, base, ws_base + step, masks)
+    (g_kept,) = torch.autograd.grad(kept.square().mean(), [step])
+    assert torch.allclose(kept, together, atol=1e-5)
+    assert torch.allclose(g_kept, g_together, atol=1e-6, rtol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(base.images, G.synthesis(ws_base), atol=1e-6)
+    assert all(not m._forward_hooks for m, _ in G.feature_layers())
+    with pytest.raises(StylerigError, match="differ in shape"):
+        render_local(G, base, ws_base[:1], masks[:1])
+    # one face kept, two edits of it (an animation's frames): its outputs broadcast
+    one = render_base(G, ws_base[:1], from_resolution=4)
+    frames = ws_base[:1] + torch.stack([step[0], 2 * step[0]]).detach()
+    with torch.no_grad():
+        expected = render_local(G, ws_base[:1].expand(2, -1, -1), frames, masks, from_resolution=4)
+        assert torch.allclose(render_local(G, one, frames, masks), expected, atol=1e-5)
 
 
 def test_blended_synthesis_removes_its_hooks_after_an_error() -> None:

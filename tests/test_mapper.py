@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stylerig_au.au.student import StudentAUNet, StudentConfig
 from stylerig_au.au.vocab import AU_NUMBERS
@@ -201,7 +202,8 @@ def test_training_runs_learns_and_resumes_exactly(tiny_stylegan2, tmp_path):
     before = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
     straight, result = _train(G, 4, tmp_path / "a.pt")
     assert len(result["history"]) == 4 and result["steps_run"] == 4 and result["world"] == 1
-    assert set(result["last"]) == {"target", "keep", "outside", "identity", "size", "geometry", "distil", "distil_image", "total"}
+    assert set(result["last"]) == {"target", "keep", "outside", "identity", "size", "geometry", "distil", "distil_image", "colour",
+                                   "total"}
     assert result["last"]["geometry"] == 0.0  # off by default
     assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in result["history"])
     assert (straight.out.weight != 0).any()  # the residual learned something
@@ -226,6 +228,74 @@ def test_training_with_a_face_identity_net(tiny_stylegan2, tmp_path, net, asset)
     _, result = _train(tiny_stylegan2, 1, tmp_path / "d.pt", identity_net=net)
     assert result["last"]["identity"] == 0.0 and torch.isfinite(torch.tensor(result["last"]["total"]))
     assert torch.load(tmp_path / "d.pt", weights_only=True)["settings"]["identity_net"] == net
+
+
+class MeanFacePoints:
+    """A landmark source that puts the same made-up frontal face on every image (a random generator draws none)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor) -> list:
+        from tests.test_local_edit import mean_face
+
+        self.calls += 1
+        return [mean_face(images.shape[-1]) - 0.5 for _ in range(len(images))]
+
+
+def test_local_training_renders_each_edit_inside_its_region(tiny_stylegan2, tmp_path, monkeypatch):
+    """--local: the edit the terms read is the local render (the unedited face outside the AU's region), the
+    colour term reads inside it, LPIPS is not needed without its terms, and the local settings resume."""
+    from stylerig_au.edit.local import render_local
+    from stylerig_au.edit.mapper_train import MapperLoss
+
+    G = tiny_stylegan2
+    mapper = scramble_residual(new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8))
+    settings = MapperTrainSettings(batch=2, image_size=64, local=True, w_outside=0, w_colour=20, identity_net="lpips",
+                                   w_identity=0)
+    assert not settings.needs_lpips and settings.resume_key()["local"] and settings.resume_key()["w_colour"] == 20
+    assert "local" not in MapperTrainSettings().resume_key()  # states saved before the option resume
+    points = MeanFacePoints()
+    loss = MapperLoss(tiny_student(), None, list(mapper.aus), settings, landmark_source=points)
+    ws = sample_ws(G, 2)
+    delta = torch.zeros(2, len(mapper.aus))
+    delta[:, mapper.aus.index(12)] = 2.0
+    seen = {}
+    real_render_local = render_local
+
+    def spy(G_, base, ws_edit, masks, *a, **k):
+        seen["masks"] = masks
+        seen["image"] = real_render_local(G_, base, ws_edit, masks, *a, **k)
+        return seen["image"]
+
+    import stylerig_au.edit.local as local_module
+
+    monkeypatch.setattr(local_module, "render_local", spy)
+    losses = loss(mapper, G, ws, delta, [[12], [12]])
+    monkeypatch.undo()
+    assert points.calls == 1 and seen["masks"].shape == (2, 1, 256, 256)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["colour"] > 0 and losses["outside"] == 0
+    with torch.no_grad():
+        plain_base = G.synthesis(ws)
+    outside = F.interpolate(seen["masks"], size=plain_base.shape[-2:], mode="area") == 0
+    assert outside.any() and torch.allclose(seen["image"].detach()[outside.expand_as(plain_base)],
+                                            plain_base[outside.expand_as(plain_base)], atol=1e-5)
+    losses["total"].backward()  # gradients reach the mapper through the local render
+    assert mapper.out.weight.grad is not None and mapper.out.weight.grad.abs().sum() > 0
+    with pytest.raises(StylerigError, match="need the LPIPS model"):
+        MapperLoss(tiny_student(), None, list(mapper.aus), MapperTrainSettings(image_size=64, identity_net="lpips"))
+    with pytest.raises(StylerigError, match="landmarks must come from one of dlib, net"):
+        MapperTrainSettings(landmarks="openpose").check()
+    # a whole (tiny) run with the local settings, resumed under the same settings only
+    mapper2 = new_mapper(G, make_dirs(G), num_samples=256, hidden=16, bottleneck=8)
+    run = dict(steps=2, batch=2, image_size=64, save_every=1, lr=1e-3, local=True, w_outside=0, w_colour=20,
+               identity_net="lpips", w_identity=0)
+    result = train_mapper(G, tiny_student(), None, mapper2, MapperTrainSettings(**run), tmp_path / "l.pt", progress=False,
+                          landmark_source=MeanFacePoints())
+    assert result["last"]["colour"] > 0
+    with pytest.raises(StylerigError, match="other settings"):
+        train_mapper(G, tiny_student(), None, mapper2, MapperTrainSettings(**(run | {"local": False})), tmp_path / "l.pt",
+                     progress=False, landmark_source=MeanFacePoints())
 
 
 def test_sface_is_the_default_training_identity_net():
@@ -541,3 +611,15 @@ def test_calibrate_the_bundled_mapper_on_one_probe_face(tmp_path, capsys):
     expected = np.clip(2.0 / np.where(achieved > 0.05, achieved, 1e-9), 0.5, 2.5)
     np.testing.assert_allclose(mapper.input_gain.numpy(), expected, rtol=1e-5)
     assert "## Calibration with OpenFace" in (tmp_path / "cal.md").read_text()
+
+
+def test_card_says_how_a_local_mapper_was_trained(tiny_stylegan2, tmp_path):
+    from stylerig_au.edit.mapper_card import write_mapper_card
+
+    mapper = new_mapper(tiny_stylegan2, make_dirs(tiny_stylegan2), num_samples=64, hidden=16, bottleneck=8)
+    settings = MapperTrainSettings(local=True, landmarks="net", w_colour=20, w_outside=0).resume_key() | {"steps": 3}
+    card = write_mapper_card(tmp_path / "m.pt", "tiny", {"settings": settings, "device": "cpu"}, mapper.config).read_text()
+    assert "colour (pooled colour inside the edited region) 20" in card and "outside-LPIPS 0" in card
+    assert "local render), regions and identity crops from the bundled landmark net" in card
+    plain = write_mapper_card(tmp_path / "p.pt", "tiny", {"settings": MapperTrainSettings().resume_key()}, mapper.config).read_text()
+    assert "local render" not in plain and "colour" not in plain

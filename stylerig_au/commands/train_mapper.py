@@ -73,9 +73,10 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 399),
               help="Seed of the training faces and the AU changes drawn per step (each seed its own faces).")
 @click.option("--weight", "weights", multiple=True, metavar="LOSS=W",
-              help="Weight of one loss term, repeatable: target, keep, outside, identity, size, geometry, distil, distil_image "
-                   "[defaults 1, 1, 4, 4, 0.05, 0, 0, 0; with --distil and neither distil weight given, distil 1], e.g. --weight keep=2 to hold the other AUs more firmly, or "
-                   "--weight geometry=2 to make each AU move its facial features (OpenFace's geometry term through the landmark net). "
+              help="Weight of one loss term, repeatable: target, keep, outside, identity, size, geometry, distil, distil_image, colour "
+                   "[defaults 1, 1, 4, 4, 0.05, 0, 0, 0, 0; with --distil and neither distil weight given, distil 1], e.g. --weight keep=2 to hold the other AUs more firmly, "
+                   "--weight geometry=2 to make each AU move its facial features (OpenFace's geometry term through the landmark net), or "
+                   "--weight colour=20 to keep the skin and lips their colour inside the edited region. "
                    "Image terms all 0 with --distil: distillation alone, no renders.")
 @click.option("--landmark-net", "landmark_net_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Landmark net of the geometry term [default: the bundled one].")
@@ -87,12 +88,18 @@ def parse_loss_weights(specs: tuple[str, ...]) -> dict[str, float]:
               help="What the identity loss compares: SFace features (cosine distance), dlib's face descriptor (the "
                    "evaluations' judge of identity: a mapper trained on it is graded by its own loss), or deep "
                    "LPIPS-VGG features (a cheaper proxy; the bundled mapper's).")
+@click.option("--local", is_flag=True,
+              help="Render and judge each training edit as the editor shows it by default: blended into the face inside its "
+                   "AUs' regions (drawn from the face's landmarks). Consider --weight outside=0 with it.")
+@click.option("--landmarks", "landmark_source", type=click.Choice(["dlib", "net"]), default="dlib", show_default=True,
+              help="Where the identity crops and the --local regions come from: dlib, or the bundled landmark net "
+                   "(batched on --device; for machines without dlib).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--threads", type=THREADS, default=None, help="CPU threads for torch (default: torch's choice).")
 def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidden: int, directions_path: Path | None,
                  init_path: Path | None, student_path: Path | None, generator_spec: str, image_size: int, save_every: int, seed: int, device: str,
                  weights: tuple[str, ...], threads: int | None, identity_net: str, landmark_net_path: Path | None,
-                 distil_path: Path | None) -> None:
+                 distil_path: Path | None, local: bool, landmark_source: str) -> None:
     """Train the AU-conditioned mapper (student-supervised, starts from the linear directions)."""
     import torch
 
@@ -126,7 +133,8 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
     settings = MapperTrainSettings(steps=steps, batch=batch, lr=lr, psi=psi, image_size=image_size, save_every=save_every,
                                    seed=seed, identity_net=identity_net, init=f"{init_path.name} ({init.created})" if init is not None else "",
                                    landmark_net=str(landmark_net_path) if landmark_net_path else "",
-                                   distil=str(distil_path) if distil_path else "", **loss_weights)
+                                   distil=str(distil_path) if distil_path else "", local=local, landmarks=landmark_source,
+                                   **loss_weights)
     settings.check()
     if init is not None:
         mapper = init.train().requires_grad_(True)
@@ -142,7 +150,7 @@ def train_mapper(out: Path, steps: int, batch: int, lr: float, psi: float, hidde
         distil = DistilTargets(distil_path, G, list(mapper.aus))
         click.echo(f"distilling {len(distil)} edits refined for {distil.steps} steps ({distil_path})", err=True)
     student = load_student(student_path)
-    lpips = load_lpips()
+    lpips = load_lpips() if settings.needs_lpips else None
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     ckpt = checkpoint_path(out)
     result = run(G, student.net, lpips, mapper, settings, ckpt, device=device, log=log, geometry_reader=geometry_reader,

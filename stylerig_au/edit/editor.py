@@ -88,6 +88,7 @@ class Editor:
         self.motion = bool(motion)
         self._faces: dict[bytes, list | str] = {}  # unedited renders' FaceMarks (or why not), by W+ digest
         self._renders: dict[bytes, torch.Tensor] = {}  # motion: unedited renders, warped by each edit
+        self._bases: dict[bytes, object] = {}  # local: unedited renders each edit blends with (BaseRender, ~135 MiB a face)
         self._warned: set[bytes] = set()
 
     @property
@@ -277,21 +278,25 @@ class Editor:
         return torch.cat(out).clamp(-1, 1)
 
     def _synth_local(self, latent: Latent, ws: torch.Tensor, edit: Edit) -> torch.Tensor:
-        from stylerig_au.edit.local import render_local
+        from stylerig_au.edit.local import render_base, render_local
 
         base = self._ws(latent)
         base = base[None] if base.ndim == 2 else base
         batch = ws[None] if ws.ndim == 2 else ws
-        if batch.shape[0] != base.shape[0]:
+        if batch.shape[0] != base.shape[0] and base.shape[0] != 1:
             base = base.expand(batch.shape[0], -1, -1)
         masks = self.local_masks(latent, edit, len(batch))
         if masks is None:
             return self._synth(latent, batch)
         noise = latent.get("noise") if isinstance(latent, Mapping) else None
-        device = batch.device
+        noise = {k: v.to(batch.device) for k, v in (noise or {}).items()}
+        key = self._key(base) + str(batch.device).encode()
+        if key not in self._bases:  # the unedited render, once per latent: each edit then renders only itself
+            if len(self._bases) >= 2:  # big (every blended layer's output): keep the latest latents only
+                self._bases.clear()
+            self._bases[key] = render_base(self.G, base.to(batch.device), noise, self.local_from)
         with torch.no_grad():
-            return render_local(self.G, base.to(device), batch, masks.to(device),
-                                {k: v.to(device) for k, v in (noise or {}).items()}, self.local_from).clamp(-1, 1)
+            return render_local(self.G, self._bases[key], batch, masks.to(batch.device), noise).clamp(-1, 1)
 
     def interpolate(self, latent: Latent, edit: Edit, steps: int, current_aus: CurrentAUs | None = None) -> list[torch.Tensor]:
         """``steps`` W+ frames from the latent (first, bit-identical) to the full edit (last, bit-identical);

@@ -40,7 +40,12 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
            f"{s['w_geometry']}" if s.get("w_geometry") else "")
         + (f", distil (Δw+ of the refined edits in `{s.get('distil')}`) {s.get('w_distil')}" if s.get("w_distil") else "")
         + (f", distil-image (LPIPS + MSE to the images of the refined edits in `{s.get('distil')}`) {s.get('w_distil_image')}"
-           if s.get("w_distil_image") else "") + ".",
+           if s.get("w_distil_image") else "")
+        + (f", colour (pooled colour inside the edited region) {s['w_colour']}" if s.get("w_colour") else "") + ".",
+        *([f"- Rendered as the editor shows an edit by default: each training edit blended into its face inside the edited "
+           f"AUs' regions (local render), regions and identity crops from the "
+           f"{'bundled landmark net' if s.get('landmarks') == 'net' else 'dlib landmarks'} of the unedited face."]
+          if s.get("local") else []),
         "- Licence: Apache-2.0 like stylerig_au; the student was distilled from OpenFace 2.2 AU models, whose licence is "
         "academic / non-commercial.",
         "",

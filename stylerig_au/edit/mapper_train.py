@@ -19,6 +19,9 @@ Both the face and its edit are rendered and scored, and the loss is
   differentiably on the face's crop (:mod:`stylerig_au.identity_net`). With ``'lpips'`` (the bundled
   mapper's), the cosine distance between the deepest LPIPS-VGG features of the two face crops, a cheaper proxy;
 * ``size``: mean square of the part of Δw+ beyond the linear directions, in units of w's spread;
+* ``colour`` (weight 0 unless asked): mean squared difference of the 8×-average-pooled face and edit
+  inside the edited AUs' regions, as in the refinement (:mod:`stylerig_au.edit.refine`): the outside
+  term does not look there, and without it an edit may paint red lips or a white chin;
 * ``geometry`` (weight 0 unless asked): OpenFace's geometry term of each edited AU, read through the
   differentiable landmark net (:class:`~stylerig_au.au.landmark_net.GeometryReader`), must move by at
   least its natural share of the asked change (g·ΔAU × ``reader.share``); the squared shortfall is the
@@ -29,6 +32,13 @@ Both the face and its edit are rendered and scored, and the loss is
   its rows join each step. With every image term's weight 0 the step renders nothing (distillation alone);
 * ``distil_image`` (weight 0 unless asked): the same rows' edits rendered and compared with the refined
   edits' stored images (LPIPS + mean squared error): what the refined edit looks like, not its Δw+.
+
+With ``local`` the edit is rendered as the editor shows it by default: blended into the face inside
+its AUs' regions drawn from the face's landmarks (:func:`stylerig_au.edit.local.render_local`), and every
+term reads that render, so the mapper learns the edit that the local render makes of it instead of paying
+for changes outside the region that the editor never shows. The landmarks (for those regions and the
+identity crops) come from ``landmarks``: dlib, or the bundled landmark net where there is no dlib
+(:mod:`stylerig_au.au.face_points`).
 
 Runs unchanged under ``torchrun``: with ``WORLD_SIZE`` > 1 each process draws its own faces,
 gradients are averaged by DistributedDataParallel (NCCL on CUDA, gloo on a CPU), and rank 0 alone
@@ -45,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,7 +63,7 @@ from stylerig_au.au.vocab import AU
 from stylerig_au.edit.mapper import AUMapper
 from stylerig_au.errors import StylerigError
 from stylerig_au.identity_net import IDENTITY_NETS as FACE_NETS
-from stylerig_au.identity_net import identity_loss, load_identity_net
+from stylerig_au.identity_net import identity_loss, identity_reference, load_identity_net
 
 TRAIN_SEED_START = 3_000_000
 SEED_STRIDE = 10_000_000  # each --seed draws its faces from its own block: TRAIN_SEED_START + seed * SEED_STRIDE
@@ -69,7 +80,7 @@ REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
     "jaw": (0.26, 0.62, 0.74, 0.98),
 }
 FACE_CROP = (0.18, 0.24, 0.82, 0.94)
-LOSS_NAMES = ("target", "keep", "outside", "identity", "size", "geometry", "distil", "distil_image")
+LOSS_NAMES = ("target", "keep", "outside", "identity", "size", "geometry", "distil", "distil_image", "colour")
 IDENTITY_NETS = ("lpips", *FACE_NETS)  # 'lpips': the proxy below, no face network
 
 
@@ -95,6 +106,9 @@ class MapperTrainSettings:
     w_geometry: float = 0.0
     w_distil: float = 0.0
     w_distil_image: float = 0.0
+    w_colour: float = 0.0
+    local: bool = False  # render and judge each edit as a local edit (module docstring)
+    landmarks: str = "dlib"  # where the identity crops and local regions come from: 'dlib' or 'net' (face_points)
     seed: int = 0
     save_every: int = 25
     identity_net: str = "sface"  # a face network of stylerig_au.identity_net ('sface', 'dlib') or 'lpips' (proxy)
@@ -116,8 +130,12 @@ class MapperTrainSettings:
         if self.image_size < 64:
             raise StylerigError(f"image_size must be at least 64 (the student needs it), got {self.image_size}")
         if min(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_size, self.w_geometry, self.w_distil,
-               self.w_distil_image) < 0:
+               self.w_distil_image, self.w_colour) < 0:
             raise StylerigError("loss weights must be 0 or more")
+        from stylerig_au.au.face_points import LANDMARK_SOURCES
+
+        if self.landmarks not in LANDMARK_SOURCES:
+            raise StylerigError(f"landmarks must come from one of {', '.join(LANDMARK_SOURCES)}, got {self.landmarks!r}")
         if max(self.w_distil, self.w_distil_image) > 0 and not self.distil:
             raise StylerigError("the distil term needs a dataset of refined edits (train-mapper --distil DIR)")
 
@@ -131,6 +149,9 @@ class MapperTrainSettings:
             del key["w_distil_image"]
         if key["w_distil"] == 0 and "w_distil_image" not in key:
             del key["w_distil"], key["distil"]
+        for name, default in (("w_colour", 0.0), ("local", False), ("landmarks", "dlib")):  # and the local options
+            if key[name] == default:
+                del key[name]
         return key
 
     @property
@@ -141,7 +162,13 @@ class MapperTrainSettings:
     @property
     def renders(self) -> bool:
         """Whether a step renders images (some image term has a weight); distillation alone does not."""
-        return max(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_geometry) > 0
+        return max(self.w_target, self.w_keep, self.w_outside, self.w_identity, self.w_geometry, self.w_colour) > 0
+
+    @property
+    def needs_lpips(self) -> bool:
+        """Whether a term reads LPIPS (outside, the LPIPS identity proxy, distil_image)."""
+        return (self.w_outside > 0 or self.w_distil_image > 0
+                or (self.w_identity > 0 and self.identity_net == "lpips"))
 
 
 def to_side(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -202,8 +229,11 @@ class MapperLoss:
     """The loss of the module docstring for one batch. Call with (mapper, G, ws, delta, edited AUs,
     distil rows); ``distil``: the :class:`~stylerig_au.edit.distil.DistilTargets` of the distil term."""
 
-    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings, geometry_reader=None, distil=None) -> None:
+    def __init__(self, student, lpips, aus: list[int], s: MapperTrainSettings, geometry_reader=None, distil=None,
+                 landmark_source=None) -> None:
         self.student, self.lpips, self.s = student, lpips, s
+        if lpips is None and s.needs_lpips:
+            raise StylerigError("these loss weights need the LPIPS model (outside, distil_image or the LPIPS identity proxy)")
         if s.distils and distil is None:
             raise StylerigError("the distil term needs its refined edits (a DistilTargets)")
         self.distil = distil
@@ -213,9 +243,16 @@ class MapperLoss:
         self.cols = torch.tensor([student.aus.index(a) for a in aus])
         self.aus = aus
         self.face_net = None
-        if s.identity_net != "lpips":
-            # train_mapper has already put the student on the training device
-            self.face_net = load_identity_net(s.identity_net, device=next(student.parameters()).device)
+        device = next(student.parameters()).device  # train_mapper has already put the student on the training device
+        if s.identity_net != "lpips" and s.w_identity > 0:
+            self.face_net = load_identity_net(s.identity_net, device=device)
+        self.points = None  # the landmark source of the identity crops and the local regions
+        if s.renders and (self.face_net is not None or s.local):
+            if landmark_source is None:
+                from stylerig_au.au.face_points import load_landmark_source
+
+                landmark_source = load_landmark_source(s.landmarks, device=device)
+            self.points = landmark_source
         self.geometry = None
         if s.w_geometry > 0:
             if geometry_reader is None:
@@ -244,7 +281,8 @@ class MapperLoss:
         s = self.s
         losses["total"] = (s.w_target * losses["target"] + s.w_keep * losses["keep"] + s.w_outside * losses["outside"]
                            + s.w_identity * losses["identity"] + s.w_size * losses["size"] + s.w_geometry * losses["geometry"]
-                           + s.w_distil * losses["distil"] + s.w_distil_image * losses["distil_image"])
+                           + s.w_distil * losses["distil"] + s.w_distil_image * losses["distil_image"]
+                           + s.w_colour * losses["colour"])
         return losses
 
     @staticmethod
@@ -254,18 +292,45 @@ class MapperLoss:
 
     def _no_image_terms(self, mapper, module: AUMapper, ws: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
         zero = torch.zeros((), device=ws.device)
-        losses = {k: zero for k in ("target", "keep", "outside", "identity", "geometry")}
+        losses = {k: zero for k in ("target", "keep", "outside", "identity", "geometry", "colour")}
         # one forward through ``mapper`` (under torchrun the DistributedDataParallel wrapper) every step, as with images
         losses["size"] = self._size(module, mapper(ws, delta), delta * module.input_gain)
         return losses
 
+    def _local_masks(self, points: list, edited: list[list[int]], side: int, device) -> torch.Tensor:
+        """Each edit's local region float [N, 1, MASK_SIDE, MASK_SIDE] from its face's landmarks (dlib-index
+        frame of a ``side``² image); the fixed face boxes (:func:`region_mask`) where no face was found."""
+        from stylerig_au.edit.local import MASK_SIDE
+        from stylerig_au.edit.local import region_mask as landmark_region
+
+        masks = []
+        for pts, aus in zip(points, edited):
+            if pts is None:
+                masks.append(region_mask([aus], MASK_SIDE)[0, 0].numpy())
+            else:  # region_mask takes continuous coordinates (pixel centres at +0.5)
+                masks.append(landmark_region(pts + 0.5, aus, MASK_SIDE, side))
+        return torch.from_numpy(np.stack(masks))[:, None].to(device)
+
     def _image_terms(self, mapper, module: AUMapper, G, ws: torch.Tensor, delta: torch.Tensor,
                      edited: list[list[int]]) -> dict[str, torch.Tensor]:
+        kept = None  # the unedited render a local edit blends with, rendered once
         with torch.no_grad():
-            base = self._render(G, ws).clamp(-1, 1)
+            if self.s.local:
+                from stylerig_au.edit.local import render_base, render_local
+
+                kept = render_base(G, ws)
+                base = to_side(kept.images, self.s.image_size).clamp(-1, 1)
+            else:
+                base = self._render(G, ws).clamp(-1, 1)
             base_aus = self.student(base)[:, self.cols.to(base.device)]
+        points = self.points(base) if self.points is not None else None
         step = mapper(ws, delta)
-        edit = self._render(G, ws + step)
+        local = None
+        if kept is not None:
+            local = self._local_masks(points, edited, base.shape[-1], ws.device)
+            edit = to_side(render_local(G, kept, ws + step, local), self.s.image_size)
+        else:
+            edit = self._render(G, ws + step)
         edit_aus = self.student(edit)[:, self.cols.to(edit.device)]
         on = delta != 0
         gained = delta * module.input_gain
@@ -276,12 +341,20 @@ class MapperLoss:
             "target": (err * on).sum() / on.sum().clamp_min(1),
             "keep": (change * ~on).sum() / (~on).sum().clamp_min(1),
         }
+        zero = torch.zeros((), device=edit.device)
         keep = 1 - region_mask(edited, edit.shape[-1], device=edit.device)
-        losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean()
+        losses["outside"] = self.lpips(edit.clamp(-1, 1) * keep, base * keep).mean() if self.s.w_outside > 0 else zero
         if self.face_net is not None:
-            losses["identity"] = identity_loss(self.face_net, edit, base).mean()
-        else:
+            losses["identity"] = identity_loss(self.face_net, edit, identity_reference(self.face_net, base, points)).mean()
+        elif self.s.identity_net == "lpips" and self.lpips is not None:
             losses["identity"] = identity_proxy(self.lpips, edit.clamp(-1, 1), base).mean()
+        else:
+            losses["identity"] = zero
+        losses["colour"] = zero
+        if self.s.w_colour > 0:  # inside the region the edit may change: the local mask, else the AUs' face boxes
+            inside = F.avg_pool2d(F.interpolate(local, size=edit.shape[-2:], mode="area") if local is not None else 1 - keep, 8)
+            diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(base, 8)) ** 2 * inside
+            losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
         losses["size"] = self._size(module, step, gained)
         losses["geometry"] = torch.zeros((), device=edit.device)
         if self.geometry is not None:
@@ -363,14 +436,17 @@ def _state(mapper: AUMapper, opt: torch.optim.Optimizer, step: int, s: MapperTra
 
 def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSettings, checkpoint: str | os.PathLike, *,
                  device: str = "cpu", log: Callable[[str], None] | None = None, progress: bool = True,
-                 geometry_reader=None, distil=None) -> dict:
+                 geometry_reader=None, distil=None, landmark_source=None) -> dict:
     """Train ``mapper`` in place (resuming from ``checkpoint`` when it holds a run with the same settings).
 
     Args:
         G: the generator (frozen); ``student``: a :class:`~stylerig_au.au.student.StudentAUNet` (frozen);
-        lpips: an :class:`~stylerig_au.perceptual.LPIPS` (frozen).
+        lpips: an :class:`~stylerig_au.perceptual.LPIPS` (frozen), or None when no term reads it
+            (``settings.needs_lpips``).
         geometry_reader: the geometry term's :class:`~stylerig_au.au.landmark_net.GeometryReader` (default:
             loaded from ``settings.landmark_net`` when ``w_geometry`` > 0).
+        landmark_source: the :class:`~stylerig_au.au.face_points.LandmarkSource` of the identity crops and the
+            local regions (default: ``settings.landmarks``, loaded when a term needs it).
         distil: the distil term's :class:`~stylerig_au.edit.distil.DistilTargets` (default: read from
             ``settings.distil`` when ``w_distil`` > 0).
         mapper: the mapper to train (e.g. :func:`~stylerig_au.edit.mapper.new_mapper`).
@@ -384,7 +460,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
     settings.check()
     log = log or (lambda m: None)
     d, device = init_distributed(device)
-    for module in (G, student, lpips, *([geometry_reader] if geometry_reader is not None else [])):
+    for module in (G, student, *([lpips] if lpips is not None else []), *([geometry_reader] if geometry_reader is not None else [])):
         module.to(device).eval().requires_grad_(False)
     mapper.to(device).train()
     opt = torch.optim.Adam(mapper.parameters(), lr=settings.lr)
@@ -417,7 +493,7 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
 
         distil = DistilTargets(settings.distil, G, mapper.aus)
         log(f"distilling {len(distil)} edits refined for {distil.steps} steps ({settings.distil})")
-    loss_fn = MapperLoss(student, lpips, mapper.aus, settings, geometry_reader, distil)
+    loss_fn = MapperLoss(student, lpips, mapper.aus, settings, geometry_reader, distil, landmark_source)
 
     def save(step: int) -> None:
         if d.main:
@@ -454,7 +530,8 @@ def train_mapper(G, student, lpips, mapper: AUMapper, settings: MapperTrainSetti
                 recent = history[-20:]
                 shown = (*(("target", "keep", "outside", "identity") if settings.renders else ()),
                          *(("geometry",) if settings.w_geometry > 0 else ()), *(("distil",) if settings.w_distil > 0 else ()),
-                         *(("distil_image",) if settings.w_distil_image > 0 else ()), "total")
+                         *(("distil_image",) if settings.w_distil_image > 0 else ()),
+                         *(("colour",) if settings.w_colour > 0 else ()), "total")
                 bar.set_postfix({k: f"{sum(h.get(k, 0.0) for h in recent) / len(recent):.3f}" for k in shown})
                 bar.update(1)
             if (step + 1) % settings.save_every == 0:

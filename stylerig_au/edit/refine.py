@@ -21,8 +21,8 @@ the mapper is trained with (:mod:`stylerig_au.edit.mapper_train`), all read by t
 Each step renders the edit at full size and runs the student, LPIPS and the face network backwards:
 about 1.5 s a step for one 1024² edit on a 2-core CPU (~2.5 s per edit at batch 6, which is memory-bound
 there), so 20 steps take ~30 s for one edit (the one-pass edit takes ~0.3 s). Given region masks, each
-step renders and judges the edit as a local edit (:func:`stylerig_au.edit.local.render_local`), about
-2.5× the cost; OpenFace then reads more reach, but the optimisation paints texture inside the region
+step renders and judges the edit as a local edit (:func:`stylerig_au.edit.local.render_local`, the
+unedited render kept from the first step); OpenFace then reads more reach, but the optimisation paints texture inside the region
 (RESULTS §2), so :class:`~stylerig_au.edit.Editor` refines the whole render and only shows it locally.
 ``experiments/edit_ceiling.py [--local]`` measures what it buys with OpenFace.
 """
@@ -189,12 +189,16 @@ class EditRefiner:
 
         masks_r = None if masks is None else masks[rows].to(device).float()
 
-        def synth(x: torch.Tensor) -> torch.Tensor:
-            if masks_r is None:
-                return to_side(render(self.G, x, noise), s.side)
-            from stylerig_au.edit.local import DEFAULT_FROM_RESOLUTION, render_local
+        kept = None  # a local refinement's unedited render, kept: each step renders only the edit
+        if masks_r is not None:
+            from stylerig_au.edit.local import DEFAULT_FROM_RESOLUTION, render_base, render_local
 
-            return to_side(render_local(self.G, ws_r, x, masks_r, noise, local_from or DEFAULT_FROM_RESOLUTION), s.side)
+            kept = render_base(self.G, ws_r, noise, local_from or DEFAULT_FROM_RESOLUTION)
+
+        def synth(x: torch.Tensor) -> torch.Tensor:
+            if kept is None:
+                return to_side(render(self.G, x, noise), s.side)
+            return to_side(render_local(self.G, kept, x, masks_r, noise), s.side)
 
         with torch.no_grad():
             base = to_side(render(self.G, ws_r, noise).clamp(-1, 1), s.side)
