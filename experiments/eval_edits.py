@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylerig_au.edit.local import MASK_SIDE, find_face, region_mask, render_base, render_local
     from stylerig_au.edit.motion import marks_in_box, transfer_motion
     from stylerig_au.edit.spec import AU
-    from stylerig_au.fileio import atomic_write_text
+    from stylerig_au.fileio import atomic_write_text, result_json
     from stylerig_au.imageio import batch_to_uint8, save_image
     from stylerig_au.metrics import identity_distances
     from stylerig_au.models import load_generator, seed_ws
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "expressed_from": str(args.expressible) if args.expressible is not None else "directions (linear read-out R²)",
         "summary": summary, "per_au": per_au, "rows": rows, "grid": str(grid.relative_to(REPO)) if grid.is_relative_to(REPO) else str(grid),
     }
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out, result_json(result))
     print(f"-> {out}, {grid}")
     return 0
 

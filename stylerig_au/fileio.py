@@ -203,3 +203,17 @@ def load_record(path: str | os.PathLike, fmt: str, version: int, kind: str, hint
     if record.get("format_version", 0) > version:
         raise StylerigError(f"{path}: {kind} format {record['format_version']} is newer than this stylerig_au; upgrade it")
     return record
+
+
+def result_json(result: dict) -> str:
+    """``result`` as indented JSON text (ending in a newline) with each entry of its ``rows`` list, if any, on
+    one compact line: the per-edit rows of an evaluation stay greppable at about 80 % of the size."""
+    import json
+
+    rows = result.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return json.dumps(result, indent=1) + "\n"
+    marker = "\u0000rows\u0000"
+    text = json.dumps(dict(result, rows=marker), indent=1)
+    body = "[\n" + ",\n".join("  " + json.dumps(row, separators=(",", ":")) for row in rows) + "\n ]"
+    return text.replace(json.dumps(marker), body, 1) + "\n"

@@ -187,8 +187,18 @@ def test_local_editor_renders_inside_the_region_and_finds_landmarks_once(monkeyp
     base = plain.render(ws)
     global_edit = plain.render(ws, edit)
     local_edit = local.render(ws, edit)
+    import stylerig_au.edit.local as local_module
+
+    bases = []
+    real_render_base = local_module.render_base
+    monkeypatch.setattr(local_module, "render_base", lambda *a, **k: bases.append(1) or real_render_base(*a, **k))
     local.render(ws, AU(1, 1))
     assert len(calls) == 1  # one landmark search per latent
+    assert not bases  # and its unedited render was kept from the first edit
+    other = ws + 0.1
+    local.render(other, AU(1, 1))
+    local.render(other, AU(2, 1))
+    assert len(bases) == 1  # a new latent renders its own once
     assert torch.equal(local.edit(ws, edit), plain.edit(ws, edit))  # locality changes the picture, not the latent
     mask = torch.nn.functional.interpolate(torch.from_numpy(region_mask(mean_face(R), [12], MASK_SIDE, R))[None, None],
                                            size=(R, R), mode="area")[0, 0]

@@ -138,3 +138,15 @@ def test_a_diverged_render_is_never_saved(tmp_path):
     with pytest.raises(StylerigError, match="non-finite pixel values"):
         imageio.batch_to_uint8(bad[None])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_result_json_puts_each_row_on_one_line_and_round_trips():
+    import json
+
+    from stylerig_au.fileio import result_json
+
+    result = {"summary": {"error": 0.5}, "rows": [{"au": 12, "achieved": 1.5, "changes": {"6": 0.1}}, {"au": 4, "achieved": -0.2}]}
+    text = result_json(result)
+    assert json.loads(text) == result and text.endswith("\n")
+    assert '  {"au":12,"achieved":1.5,"changes":{"6":0.1}},\n' in text
+    assert json.loads(result_json({"rows": []})) == {"rows": []} and json.loads(result_json({"a": 1})) == {"a": 1}

@@ -36,6 +36,8 @@ Latent = torch.Tensor | Mapping[str, Any]
 """ws [N, num_ws, w_dim] / [num_ws, w_dim], or a latent record from :func:`stylerig_au.invert.load_latent`."""
 
 
+KEEP_BASE_FACES = 4  # a local edit keeps the unedited render of a latent with at most this many faces
+
 class Editor:
     """Apply :class:`~stylerig_au.edit.spec.Edit` objects with one method, chosen by name.
 
@@ -88,7 +90,7 @@ class Editor:
         self.motion = bool(motion)
         self._faces: dict[bytes, list | str] = {}  # unedited renders' FaceMarks (or why not), by W+ digest
         self._renders: dict[bytes, torch.Tensor] = {}  # motion: unedited renders, warped by each edit
-        self._bases: dict[bytes, object] = {}  # local: unedited renders each edit blends with (BaseRender, ~135 MiB a face)
+        self._bases: dict[bytes, object] = {}  # local: the unedited render each edit blends with (a BaseRender)
         self._warned: set[bytes] = set()
 
     @property
@@ -290,13 +292,15 @@ class Editor:
             return self._synth(latent, batch)
         noise = latent.get("noise") if isinstance(latent, Mapping) else None
         noise = {k: v.to(batch.device) for k, v in (noise or {}).items()}
-        key = self._key(base) + str(batch.device).encode()
-        if key not in self._bases:  # the unedited render, once per latent: each edit then renders only itself
-            if len(self._bases) >= 2:  # big (every blended layer's output): keep the latest latents only
-                self._bases.clear()
-            self._bases[key] = render_base(self.G, base.to(batch.device), noise, self.local_from)
+        key = b"".join([self._key(base), *(self._key(noise[k]) for k in sorted(noise)), str(batch.device).encode()])
+        kept = self._bases.get(key)
+        if kept is None:  # the unedited render; each edit then renders only itself
+            kept = render_base(self.G, base.to(batch.device), noise, self.local_from)
+            self._bases.clear()  # big (every blended layer's output, ~135 MiB a 1024² face): the latest latent only,
+            if base.shape[0] <= KEEP_BASE_FACES:  # and only a few faces' worth
+                self._bases[key] = kept
         with torch.no_grad():
-            return render_local(self.G, self._bases[key], batch, masks.to(batch.device), noise).clamp(-1, 1)
+            return render_local(self.G, kept, batch, masks.to(batch.device), noise).clamp(-1, 1)
 
     def interpolate(self, latent: Latent, edit: Edit, steps: int, current_aus: CurrentAUs | None = None) -> list[torch.Tensor]:
         """``steps`` W+ frames from the latent (first, bit-identical) to the full edit (last, bit-identical);
