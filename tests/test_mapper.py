@@ -621,5 +621,8 @@ def test_card_says_how_a_local_mapper_was_trained(tiny_stylegan2, tmp_path):
     card = write_mapper_card(tmp_path / "m.pt", "tiny", {"settings": settings, "device": "cpu"}, mapper.config).read_text()
     assert "colour (pooled colour inside the edited region) 20" in card and "outside-LPIPS 0" in card
     assert "local render), regions and identity crops from the bundled landmark net" in card
+    init = {"file": "/x/old.pt", "created": "2026-12-01", "command": "stylerig-au train-mapper", "calibration_command": None}
+    tuned = write_mapper_card(tmp_path / "t.pt", "tiny", {"settings": settings, "init": init}, mapper.config).read_text()
+    assert "Started from: `old.pt` (created 2026-12-01; made by `stylerig-au train-mapper`; not calibrated), a fine-tuning." in tuned
     plain = write_mapper_card(tmp_path / "p.pt", "tiny", {"settings": MapperTrainSettings().resume_key()}, mapper.config).read_text()
     assert "local render" not in plain and "colour" not in plain

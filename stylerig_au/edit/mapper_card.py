@@ -25,9 +25,7 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
         f"- File: `{mapper_file.name}` (format `stylerig-au/au-mapper`, read with `stylerig_au.edit.mapper.load_mapper`).",
         f"- Made by: `{meta.get('command', 'stylerig-au train-mapper')}` on {meta.get('device')} "
         f"({meta.get('world', 1)} process(es)); this run: {meta.get('steps_this_run')} steps in {meta.get('seconds', 0) / 60:.1f} min.",
-        *([f"- Started from: `{Path(meta['init']['file']).name}` (created {meta['init'].get('created')}; made by "
-            f"`{meta['init'].get('command')}`, calibrated by `{meta['init'].get('calibration_command')}`), a fine-tuning with its "
-            "input gains kept: ΔAU is in the units the calibration set."] if meta.get("init") else []),
+        *([_init_line(meta["init"])] if meta.get("init") else []),
         f"- Architecture: Δw+ = Σ ΔAU_k · L_k + R(w, ΔAU) − R(w, 0) on {len(config.slots)} editable W+ slots "
         f"({', '.join(map(str, config.slots))}); L starts as the linear directions (created {meta.get('directions_created')}), "
         f"R is an MLP (w and ΔAU/{config.delta_scale} through separate input layers, {config.depth} x {config.hidden}, bottleneck {config.bottleneck}) whose output layer starts at zero.",
@@ -63,6 +61,15 @@ def write_mapper_card(mapper_file: str | os.PathLike, generator: str, meta: dict
     path = mapper_file.with_suffix(".md")
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _init_line(init: dict) -> str:
+    """The card line on the mapper a fine-tuning started from (``meta["init"]``), calibrated or not."""
+    made = f"`{Path(init['file']).name}` (created {init.get('created')}; made by `{init.get('command')}`"
+    if init.get("calibration_command"):
+        return (f"- Started from: {made}, calibrated by `{init['calibration_command']}`), a fine-tuning with its input gains "
+                "kept: ΔAU is in the units the calibration set.")
+    return f"- Started from: {made}; not calibrated), a fine-tuning."
 
 
 def calibration_lines(calibration: dict | None) -> list[str]:
