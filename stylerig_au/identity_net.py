@@ -366,10 +366,9 @@ def identity_reference(net: IdentityNet, b: torch.Tensor, landmarks: list | None
     optional, the faces' landmarks already found (float [68, 2] in dlib's pixel-index frame, or None per
     face; e.g. from a :class:`~stylerig_au.au.face_points.LandmarkSource`) instead of running dlib."""
     if landmarks is None:
-        from stylerig_au.au.landmarks import landmarks_68
-        from stylerig_au.imageio import batch_to_uint8
+        from stylerig_au.au.face_points import DlibPoints
 
-        landmarks = [landmarks_68(img) for img in batch_to_uint8(b)]
+        landmarks = DlibPoints()(b)
     elif len(landmarks) != b.shape[0]:
         raise StylerigError(f"identity_reference got {len(landmarks)} landmark sets for {b.shape[0]} faces")
     affines, found = [], []

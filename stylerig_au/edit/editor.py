@@ -38,6 +38,7 @@ Latent = torch.Tensor | Mapping[str, Any]
 
 KEEP_BASE_FACES = 4  # a local edit keeps the unedited render of a latent with at most this many faces
 
+
 class Editor:
     """Apply :class:`~stylerig_au.edit.spec.Edit` objects with one method, chosen by name.
 
@@ -285,8 +286,6 @@ class Editor:
         base = self._ws(latent)
         base = base[None] if base.ndim == 2 else base
         batch = ws[None] if ws.ndim == 2 else ws
-        if batch.shape[0] != base.shape[0] and base.shape[0] != 1:
-            base = base.expand(batch.shape[0], -1, -1)
         masks = self.local_masks(latent, edit, len(batch))
         if masks is None:
             return self._synth(latent, batch)

@@ -198,6 +198,14 @@ def region_mask(aus_per_face: list[list[int]], size: int, feather: float = 0.04,
     return torch.stack(masks)[:, None]
 
 
+def colour_difference(edit: torch.Tensor, reference: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """The colour term (scalar): mean squared difference of the 8×-average-pooled ``edit`` and ``reference``
+    (float [N, 3, S, S]) weighted by ``inside`` (float [N, 1, S, S] in [0, 1], the region the edit may change)."""
+    region = F.avg_pool2d(inside, 8)
+    diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(reference, 8)) ** 2 * region
+    return diff.sum() / (3 * region.sum()).clamp_min(1e-6)
+
+
 def sample_deltas(aus: list[int], n: int, s: MapperTrainSettings, gen: torch.Generator) -> tuple[torch.Tensor, list[list[int]]]:
     """n random AU-change vectors [n, A] (1..max_aus non-zero entries each) and the AUs each one edits."""
     delta = torch.zeros(n, len(aus))
@@ -352,9 +360,8 @@ class MapperLoss:
             losses["identity"] = zero
         losses["colour"] = zero
         if self.s.w_colour > 0:  # inside the region the edit may change: the local mask, else the AUs' face boxes
-            inside = F.avg_pool2d(F.interpolate(local, size=edit.shape[-2:], mode="area") if local is not None else 1 - keep, 8)
-            diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(base, 8)) ** 2 * inside
-            losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
+            inside = F.interpolate(local, size=edit.shape[-2:], mode="area") if local is not None else 1 - keep
+            losses["colour"] = colour_difference(edit, base, inside)
         losses["size"] = self._size(module, step, gained)
         losses["geometry"] = torch.zeros((), device=edit.device)
         if self.geometry is not None:

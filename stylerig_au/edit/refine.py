@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from stylerig_au.errors import StylerigError
@@ -156,7 +155,7 @@ class EditRefiner:
         (default: the unedited face), e.g. the edit's motion transfer (:mod:`stylerig_au.edit.motion`),
         which has the edit's geometry and the face's own skin. Other arguments as in :meth:`refine`.
         """
-        from stylerig_au.edit.mapper_train import MAX_INTENSITY, region_mask, to_side
+        from stylerig_au.edit.mapper_train import MAX_INTENSITY, colour_difference, region_mask, to_side
         from stylerig_au.identity_net import identity_loss, identity_reference
         from stylerig_au.invert import render
 
@@ -200,8 +199,8 @@ class EditRefiner:
                 return to_side(render(self.G, x, noise), s.side)
             return to_side(render_local(self.G, kept, x, masks_r, noise), s.side)
 
-        with torch.no_grad():
-            base = to_side(render(self.G, ws_r, noise).clamp(-1, 1), s.side)
+        with torch.no_grad():  # a kept local base is that render already
+            base = to_side((kept.images if kept is not None else render(self.G, ws_r, noise)).clamp(-1, 1), s.side)
             base_aus = self.student(base)
             colour_ref = base if colour_reference is None else to_side(colour_reference[rows].to(device).float(), s.side)
         target = (base_aus + change_r).clamp(0, MAX_INTENSITY)
@@ -243,9 +242,7 @@ class EditRefiner:
                                      else self.lpips.distance_to_features(masked, outside_base)).mean()
                 total = total + s.outside * losses["outside"]
             if s.colour > 0:
-                inside = F.avg_pool2d(1 - keep_mask, 8)
-                diff = (F.avg_pool2d(edit, 8) - F.avg_pool2d(colour_ref, 8)) ** 2 * inside
-                losses["colour"] = diff.sum() / (3 * inside.sum()).clamp_min(1e-6)
+                losses["colour"] = colour_difference(edit, colour_ref, 1 - keep_mask)
                 total = total + s.colour * losses["colour"]
             if s.geometry > 0:
                 moved = self.geometry_reader(edit)[:, g_cols].float() - base_geo
